@@ -1,0 +1,55 @@
+# The README's two commands are `make demo` and `make test`; both create .venv and install on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when pyproject.toml changes, not on every call.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+# Use the lent GPU's CUDA torch elsewhere; here torch==2.13.0 resolves to the CPU wheel on local disk.
+PIP_FLAGS ?= --disable-pip-version-check -q
+PYTEST_FLAGS ?=
+
+.PHONY: help install demo test export check-sync lint readme docs clean
+
+help:
+	@echo "make demo    - set up .venv, prepare the default corpora (ISOT + FakeNewsNet) and print the data card"
+	@echo "make test    - set up .venv and run every test (notebooks included)"
+	@echo "make export  - export notebooks to the package and clean them (run after editing nbs/)"
+	@echo "make readme  - regenerate README.md from nbs/index.ipynb"
+	@echo "make lint    - ruff over the package and tests, plus the notebooks/package sync check"
+	@echo "make docs    - build the docs site (needs Quarto)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[all,dev]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/fakenews data prepare
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_FLAGS)
+
+export: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+# Fails when the committed notebooks and package disagree (what CI checks first).
+check-sync: export
+	@git diff --exit-code -- fakenews nbs || (echo "nbdev-export/nbdev-clean changed files: commit them" && exit 1)
+
+lint: install
+	$(BIN)/ruff check fakenews tests
+
+readme: install
+	$(BIN)/python tools/readme.py write
+
+docs: install
+	@command -v quarto >/dev/null || (echo "make docs needs Quarto (https://quarto.org); CI builds the site in .github/workflows/docs.yaml" && exit 1)
+	$(BIN)/nbdev-docs
+
+clean:
+	rm -rf _docs _proc .pytest_cache

@@ -1,0 +1,96 @@
+import os
+import sys
+import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from fakenews.core import Paths
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    # Tests read the corpora from a local mirror, never the network: FAKENEWS_DATA_DIR, else ../shared/data.
+    if not os.environ.get("FAKENEWS_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
+        os.environ["FAKENEWS_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+    if not os.environ.get("FAKENEWS_DATA_DIR"):
+        pytest.exit("set FAKENEWS_DATA_DIR to a mirror of the corpora (laid out like shared/data)", returncode=4)
+
+
+@pytest.fixture
+def mirror() -> Path:
+    return Path(os.environ["FAKENEWS_DATA_DIR"])
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Paths:
+    "A fresh artifact root, also exported as FAKENEWS_HOME for subprocesses."
+    monkeypatch.setenv("FAKENEWS_HOME", str(tmp_path / "home"))
+    return Paths.from_env()
+
+
+def cache_leftovers(paths: Paths) -> list[str]:
+    "Every file or folder under the raw cache: what a failed fetch must not leave."
+    return sorted(str(p.relative_to(paths.raw)) for p in paths.raw.rglob("*")) if paths.raw.exists() else []
+
+
+class Handler(SimpleHTTPRequestHandler):
+    "Serves a folder; `fail_first` answers that many GETs with 503, `truncate` cuts bodies short."
+    fail_first = 0
+    truncate = False
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        if type(self).requests <= type(self).fail_first:
+            self.send_error(503, "try again")
+            return
+        if type(self).truncate:
+            path = Path(self.translate_path(self.path))
+            if path.is_file():
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.close_connection = True
+                return
+        super().do_GET()
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def serve():
+    "serve(folder, **handler_attrs) -> (base URL on 127.0.0.1, handler class) for the test's duration."
+    servers = []
+
+    def start(folder: Path, **attrs):
+        handler = type("TestHandler", (Handler,), {"requests": 0, **attrs})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/", handler
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.fixture
+def mirror_copy(tmp_path, mirror) -> Path:
+    "A writable copy of the mirror's ISOT and LIAR raw files, to corrupt."
+    dest = tmp_path / "mirror"
+    for sub in ("isot_titles/raw", "liar/raw"):
+        shutil.copytree(mirror / sub, dest / sub)
+    return dest
+
+
+# The installed `fakenews` console script of this environment.
+FAKENEWS = str(Path(sys.executable).with_name("fakenews"))

@@ -1,0 +1,34 @@
+"Every notebook's own cells, run by nbdev-test, collected as pytest cases so CI reads one summary."
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NBS = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "nbs").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NBS)
+def test_notebook(notebook, tmp_path):
+    env = {**os.environ, "FAKENEWS_HOME": str(tmp_path / "home"), "MPLBACKEND": "Agg"}
+    nbdev_test = Path(sys.executable).with_name("nbdev-test")
+    r = subprocess.run([str(nbdev_test), f"nbs/{notebook}"], cwd=Path(__file__).resolve().parent.parent,
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-5000:]
+
+
+def test_notebooks_and_package_in_sync(tmp_path):
+    "nbdev-export on the notebooks reproduces the committed package."
+    root = Path(__file__).resolve().parent.parent
+    before = {p.name: p.read_text() for p in (root / "fakenews").glob("*.py")}
+    r = subprocess.run([str(Path(sys.executable).with_name("nbdev-export"))], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = {p.name: p.read_text() for p in (root / "fakenews").glob("*.py")}
+    assert after == before, f"edit the notebooks, not fakenews/*.py: {[k for k in after if after[k] != before.get(k)]}"
+
+
+def test_readme_generated_from_index():
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "tools/readme.py", "check"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
