@@ -17,8 +17,8 @@ def pytest_configure(config):
     # Tests read the corpora from a local mirror, never the network: FAKENEWS_DATA_DIR, else ../shared/data.
     if not os.environ.get("FAKENEWS_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
         os.environ["FAKENEWS_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
-    if not os.environ.get("FAKENEWS_DATA_DIR"):
-        pytest.exit("set FAKENEWS_DATA_DIR to a mirror of the corpora (laid out like shared/data)", returncode=4)
+    if not os.environ.get("FAKENEWS_DATA_DIR") or not Path(os.environ["FAKENEWS_DATA_DIR"]).is_dir():
+        pytest.exit("set FAKENEWS_DATA_DIR to a mirror folder of the corpora (laid out like shared/data)", returncode=4)
 
 
 @pytest.fixture
