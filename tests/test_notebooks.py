@@ -1,5 +1,6 @@
 "Every notebook's own cells, run by nbdev-test, collected as pytest cases so CI reads one summary."
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,20 @@ def test_notebook(notebook, tmp_path):
 
 
 def test_notebooks_and_package_in_sync(tmp_path):
-    "nbdev-export on the notebooks reproduces the committed package."
+    "nbdev-export on a copy of the notebooks reproduces the committed package, and nbdev-clean changes no notebook."
     root = Path(__file__).resolve().parent.parent
-    before = {p.name: p.read_text() for p in (root / "fakenews").glob("*.py")}
-    r = subprocess.run([str(Path(sys.executable).with_name("nbdev-export"))], cwd=root, capture_output=True, text=True)
+    for name in ("nbs", "fakenews"):
+        shutil.copytree(root / name, tmp_path / name)
+    shutil.copy(root / "pyproject.toml", tmp_path)
+    bin_dir = Path(sys.executable).parent
+    r = subprocess.run([str(bin_dir / "nbdev-export")], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    after = {p.name: p.read_text() for p in (root / "fakenews").glob("*.py")}
-    assert after == before, f"edit the notebooks, not fakenews/*.py: {[k for k in after if after[k] != before.get(k)]}"
+    changed = [p.name for p in (root / "fakenews").glob("*.py") if p.read_text() != (tmp_path / "fakenews" / p.name).read_text()]
+    assert not changed, f"edit the notebooks, not fakenews/*.py, then run make export: {changed}"
+    for nb in NBS:
+        r = subprocess.run([str(bin_dir / "nbdev-clean"), "--disp", "--fname", f"nbs/{nb}"], cwd=tmp_path,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout == (root / "nbs" / nb).read_text(), f"{nb} is not clean: run make export"
 
 
 def test_readme_generated_from_index():
