@@ -3,6 +3,8 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
+import pandas as pd
 import pytest
 from conftest import FAKENEWS, cache_leftovers
 
@@ -77,16 +79,26 @@ def test_cli_unknown_corpus_and_bad_override(home):
     assert r.returncode != 0 and "expected 3 values" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    "A 256 KiB tmpfs: a real full disk (needs root to mount; skipped where mounting is not allowed)."
-    mount = tmp_path / "tiny"
+def _tmpfs(mount, size: str):
+    "Mount a tmpfs of `size`: a real disk that fills up (needs root; the test is skipped where mounting is not allowed)."
     mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                                                          capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    return mount
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    yield _tmpfs(tmp_path / "tiny", "256k")
+    subprocess.run(["umount", str(tmp_path / "tiny")], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    "Room for ISOT's raw files (4,220 KiB) and its train split (2,811 KiB), not for the valid and test splits too."
+    yield _tmpfs(tmp_path / "small", "7200k")
+    subprocess.run(["umount", str(tmp_path / "small")], check=False)
 
 
 def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, mirror):
@@ -95,3 +107,22 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, mirror
     with pytest.raises(DataError, match="ISOT_fake.csv: could not write to .*No space left on device"):
         fetch_corpus("isot", paths, str(mirror), progress=False)
     assert cache_leftovers(paths) == []
+
+
+def test_full_disk_while_preparing_keeps_the_previous_data(small_disk, tmp_path, mirror):
+    from fakenews.core import Config, Paths, override
+    from fakenews.prepare import load_splits, prepare_data
+    paths = Paths.from_env(small_disk)
+    rng = np.random.default_rng(0)
+    words = ["senate", "pope", "moon", "cheese", "bill", "tax", "storm", "vote", "court", "mayor", "video", "shock"]
+    titles = {" ".join(rng.choice(words, 6)) + f" {i}" for i in range(200)}
+    small = tmp_path / "small.csv"
+    pd.DataFrame({"title": sorted(titles), "label": [i % 2 for i in range(len(titles))]}).to_csv(small, index=False)
+    before = prepare_data(override(Config(), {"data.corpora": str(small)}), paths, progress=False)
+
+    with pytest.raises(DataError, match=r"(valid|test)\.csv: could not write to .*No space left on device"):
+        prepare_data(override(Config(), {"data.corpora": "isot", "data.mirror": str(mirror)}), paths, progress=False)
+    assert (paths.raw / "isot" / "ISOT_fake.csv").is_file()  # the raw files and train.csv fitted, valid.csv did not
+    after = load_splits(paths)  # still the first data, whole and matching its manifest
+    assert sum(len(f) for f in after.values()) == len(before.frame)
+    assert not [p for p in paths.data.iterdir() if p.name.startswith(".")]  # no staging left behind
