@@ -21,11 +21,16 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['LABELS', 'Paths', 'DataConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override', 'save_config',
-           'load_config', 'file_sha256', 'seed_everything', 'pick_device', 'get_logger']
+__all__ = ['LABELS', 'ModelError', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig', 'Config', 'config_from_dict',
+           'config_to_dict', 'override', 'save_config', 'load_config', 'file_sha256', 'seed_everything', 'pick_device',
+           'get_logger']
 
 # %% ../nbs/00_core.ipynb #f486b266
 LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored in every split and model config
+
+# %% ../nbs/00_core.ipynb #81a768e6
+class ModelError(Exception):
+    "A backbone, registry reference or saved model that cannot be found or loaded; the message says what to do."
 
 # %% ../nbs/00_core.ipynb #5e631edb
 @dataclass(frozen=True)
@@ -74,11 +79,53 @@ class DataConfig:
         "The mirror to read: this config's, else `$FAKENEWS_DATA_DIR`, else None (download)."
         return self.mirror or os.environ.get("FAKENEWS_DATA_DIR") or None
 
+# %% ../nbs/00_core.ipynb #a2f4c5c6
+@dataclass
+class ModelConfig:
+    "Which encoder reads the titles, and how."
+    backbone: str = "minilm"  # `minilm` (packaged, offline), `tiny` (random, for tests), a folder, or a Hugging Face id
+    max_length: int = 64  # tokens kept per title; the longest ISOT or FakeNewsNet title has 59
+    dropout: float | None = None  # dropout before the classification layer; None keeps the backbone's
+
+@dataclass
+class TrainConfig:
+    "How `train` fine-tunes: optimiser, schedule, stopping, hardware, logging and registration."
+    lr: float = 5e-5  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.06  # share of the steps spent warming the learning rate up from 0
+    batch_size: int = 32  # titles per optimiser step and device (times accumulate_grad_batches)
+    epochs: int = 1
+    max_steps: int = -1  # stop after this many optimiser steps; -1: `epochs` decides
+    val_check_interval: float = 0.5  # validate every this share of an epoch (<= 1) or number of steps (> 1)
+    patience: int = 3  # validations without a lower validation loss before stopping early
+    seed: int = 42  # training seed (initialisation, shuffling, dropout); the split has its own
+    precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed or 16-mixed on a GPU
+    accelerator: str = "auto"  # cpu, gpu, mps or auto
+    devices: str = "auto"  # auto, a count (2) or a list (0,1)
+    strategy: str = "auto"  # e.g. ddp on a multi-GPU machine
+    accumulate_grad_batches: int = 1
+    num_workers: int = 0  # DataLoader workers; tokenised titles are in memory, so 0 is usually fastest
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    checkpoint_every_n_steps: int = 100  # also save `last.ckpt` this often, so a killed run resumes close by
+    run_name: str | None = None  # folder under runs/; None: a timestamp. A run with a `last.ckpt` resumes
+    wandb: bool = True  # log to Weights & Biases: offline unless WANDB_API_KEY or WANDB_MODE say otherwise
+    wandb_project: str = "fakenews"
+    register_as: str | None = "fakenews"  # registry name for the tested model; None: do not register
+    aliases: tuple[str, ...] = ()  # aliases for the registered version besides the automatic `latest`/`best`
+
+    def __post_init__(self):
+        if self.lr <= 0: raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if self.batch_size < 1: raise ValueError(f"train.batch_size must be at least 1, got {self.batch_size}")
+        if self.max_steps == 0 or self.max_steps < -1: raise ValueError(f"train.max_steps must be -1 or positive, got {self.max_steps}")
+        if not 0 <= self.warmup_ratio < 1: raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
 # %% ../nbs/00_core.ipynb #59218a01
 @dataclass
 class Config:
     "The one config of fakenews: a section per stage plus the artifact root."
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     home: str | None = None  # artifact root; None: $FAKENEWS_HOME or ./artifacts
 
     @property

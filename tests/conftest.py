@@ -17,6 +17,10 @@ def pytest_configure(config):
     # Tests read the corpora from a local mirror, never the network: FAKENEWS_DATA_DIR, else ../shared/data.
     if not os.environ.get("FAKENEWS_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
         os.environ["FAKENEWS_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+    # Models come from the packaged MiniLM or tiny random configs, never the Hugging Face hub; W&B stays offline.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
     if not os.environ.get("FAKENEWS_DATA_DIR") or not Path(os.environ["FAKENEWS_DATA_DIR"]).is_dir():
         pytest.exit("set FAKENEWS_DATA_DIR to a mirror folder of the corpora (laid out like shared/data)", returncode=4)
 
@@ -94,3 +98,24 @@ def mirror_copy(tmp_path, mirror) -> Path:
 
 # The installed `fakenews` console script of this environment.
 FAKENEWS = str(Path(sys.executable).with_name("fakenews"))
+
+
+@pytest.fixture(scope="session")
+def sample_corpora(tmp_path_factory) -> tuple[str, str]:
+    "Two small labelled CSVs (400 ISOT and 400 FakeNewsNet titles, balanced) cut from the mirror, for quick training."
+    from fakenews.acquire import fetch_corpus
+    folder = tmp_path_factory.mktemp("corpora")
+    out = []
+    for corpus in ("isot", "fakenewsnet"):
+        frame = fetch_corpus(corpus, Paths.from_env(folder / "cache"), os.environ["FAKENEWS_DATA_DIR"], progress=False)[0]
+        frame.groupby("label").sample(200, random_state=0)[["title", "label"]].to_csv(folder / f"{corpus}_sample.csv", index=False)
+        out.append(str(folder / f"{corpus}_sample.csv"))
+    return tuple(out)
+
+
+def tiny_config(home, corpora, **train):
+    "A `Config` that trains the tiny model on `corpora` in `home` in a few seconds."
+    from fakenews.core import Config, DataConfig, ModelConfig, TrainConfig
+    settings = dict(max_steps=20, batch_size=16, lr=1e-3, val_check_interval=10, wandb=False, run_name="tiny") | train
+    return Config(data=DataConfig(corpora=tuple(corpora)), model=ModelConfig(backbone="tiny"),
+                  train=TrainConfig(**settings), home=str(home))
