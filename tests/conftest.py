@@ -103,14 +103,8 @@ FAKENEWS = str(Path(sys.executable).with_name("fakenews"))
 @pytest.fixture(scope="session")
 def sample_corpora(tmp_path_factory) -> tuple[str, str]:
     "Two small labelled CSVs (400 ISOT and 400 FakeNewsNet titles, balanced) cut from the mirror, for quick training."
-    from fakenews.acquire import fetch_corpus
-    folder = tmp_path_factory.mktemp("corpora")
-    out = []
-    for corpus in ("isot", "fakenewsnet"):
-        frame = fetch_corpus(corpus, Paths.from_env(folder / "cache"), os.environ["FAKENEWS_DATA_DIR"], progress=False)[0]
-        frame.groupby("label").sample(200, random_state=0)[["title", "label"]].to_csv(folder / f"{corpus}_sample.csv", index=False)
-        out.append(str(folder / f"{corpus}_sample.csv"))
-    return tuple(out)
+    from fakenews.train import sample_corpora
+    return sample_corpora(tmp_path_factory.mktemp("corpora"))
 
 
 def tiny_config(home, corpora, **train):
