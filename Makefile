@@ -12,7 +12,7 @@ PYTEST_FLAGS ?=
 .PHONY: help install demo test export check-sync lint readme docs clean bench
 
 help:
-	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~15 min on 2 cores), register it as production"
+	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it"
 	@echo "make test    - set up .venv and run every test (notebooks included)"
 	@echo "make export  - export notebooks to the package and clean them (run after editing nbs/)"
 	@echo "make readme  - regenerate README.md from nbs/index.ipynb"
@@ -29,10 +29,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Prepare ISOT + FakeNewsNet, fine-tune the packaged MiniLM (papermill run record) and make it `production`.
+# Prepare ISOT + FakeNewsNet, fine-tune the packaged MiniLM (papermill run record), make it `production`,
+# then calibrate and evaluate it (report under artifacts/reports/, model card in its registry folder).
 demo: install
 	$(BIN)/fakenews data prepare -q
 	$(BIN)/fakenews train --alias production
+	$(BIN)/fakenews evaluate --model production
 	$(BIN)/fakenews registry list
 
 test: install
