@@ -84,7 +84,7 @@ class DataConfig:
 class ModelConfig:
     "Which encoder reads the titles, and how."
     backbone: str = "minilm"  # `minilm` (packaged, offline), `tiny` (random, for tests), a folder, or a Hugging Face id
-    max_length: int = 64  # tokens kept per title; the longest ISOT or FakeNewsNet title has 59
+    max_length: int = 64  # tokens kept per title; the longest prepared ISOT or FakeNewsNet title has 63
     dropout: float | None = None  # dropout before the classification layer; None keeps the backbone's
 
 @dataclass
