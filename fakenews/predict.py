@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .core import LABELS, Paths
+from .core import LABELS, ModelError, Paths
 from .prepare import clean_title
-from .registry import ModelVersion, load_model
+from .registry import ModelVersion, load_model, quiet_hub, resolve
 
 # %% auto #0
-__all__ = ['CALIBRATION_FILE', 'check_request', 'softmax', 'Predictor']
+__all__ = ['CALIBRATION_FILE', 'ONNX_FILE', 'INT8_FILE', 'FORMATS', 'check_request', 'softmax', 'mean_pool', 'OnnxModel',
+           'load_int8', 'load_variant', 'Predictor']
 
 # %% ../nbs/02b_predict.ipynb #18b5752e
 CALIBRATION_FILE = "calibration.json"  # written by the evaluation stage beside a version's model files
@@ -40,36 +42,111 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 # %% ../nbs/02b_predict.ipynb #cfb354f4
+ONNX_FILE = "model.onnx"  # an exported variant's graph, beside its config and tokenizer files
+INT8_FILE = "model-int8.pt"  # a torch dynamic-int8 variant's quantised weights
+FORMATS = ("transformers", "torch-int8", "onnx")
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    "The sentence embedding: the mean of the last hidden states over the real (unpadded) tokens."
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+class OnnxModel:
+    "An ONNX Runtime session over an exported classifier: numpy token ids in, logits (and embeddings) out."
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # the same threads as the torch path
+        options.inter_op_num_threads, options.log_severity_level = 1, 3
+        try: self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e: raise ModelError(f"cannot load the ONNX model {path}: {str(e).splitlines()[0]}") from e
+        self.path = Path(path)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, embed: bool = False):
+        out = self.session.run(["logits", "sentence_embedding"] if embed else ["logits"],
+                               {"input_ids": input_ids, "attention_mask": attention_mask})
+        return tuple(out) if embed else out[0]
+
+def load_int8(folder: Path) -> torch.nn.Module:
+    "A `torch-int8` variant: the architecture from `config.json`, Linear layers quantised, then the int8 weights."
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval()
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.load_state_dict(torch.load(folder / INT8_FILE, weights_only=False))  # packed int8 params are not plain tensors
+    return model
+
+def load_variant(version: ModelVersion, threads: int | None = None):
+    "(model, tokenizer) of a registered version in any of the `FORMATS`."
+    from transformers import AutoTokenizer
+    fmt = version.meta.get("format", "transformers")
+    if fmt not in FORMATS: raise ModelError(f"{version.ref} has format {fmt!r}; this fakenews reads {', '.join(FORMATS)}")
+    if fmt == "transformers": return load_model(str(version.path))[:2]
+    try:
+        with quiet_hub():
+            tokenizer = AutoTokenizer.from_pretrained(version.path)
+            model = OnnxModel(version.path / ONNX_FILE, threads) if fmt == "onnx" else load_int8(version.path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"cannot load the {fmt} model in {version.path}: {str(e).splitlines()[0]}") from e
+    return model, tokenizer
+
+# %% ../nbs/02b_predict.ipynb #2125cca1
 class Predictor:
-    "Titles in, P(fake) out: batched, length-sorted, calibrated when a temperature is stored."
+    "Titles in, P(fake) out: tokenised once, batched by token count, calibrated when a temperature is stored."
     def __init__(self, model, tokenizer, version: ModelVersion | None = None, temperature: float = 1.0,
-                 max_length: int = 64, batch_size: int = 64):
-        self.model, self.tokenizer, self.version = model.eval(), tokenizer, version
-        self.temperature, self.max_length, self.batch_size = float(temperature), max_length, batch_size
+                 max_length: int = 64, batch_size: int = 64, threads: int | None = None):
+        if threads: torch.set_num_threads(threads)
+        self.model = model.eval() if isinstance(model, torch.nn.Module) else model
+        self.tokenizer, self.version, self.temperature = tokenizer, version, float(temperature)
+        self.max_length, self.batch_size = max_length, batch_size
 
     @classmethod
-    def load(cls, ref: str = "production", paths: Paths | None = None, calibrated: bool = True, **kwargs) -> Predictor:
+    def load(cls, ref: str = "production", paths: Paths | None = None, calibrated: bool = True,
+             threads: int | None = None, **kwargs) -> Predictor:
         "The predictor of registry reference (or folder) `ref`, with its stored temperature when `calibrated`."
-        model, tokenizer, version = load_model(ref, paths)
+        version = resolve(ref, paths)
+        model, tokenizer = load_variant(version, threads)
         calibration = version.path / CALIBRATION_FILE
         temperature = json.loads(calibration.read_text())["temperature"] if calibrated and calibration.is_file() else 1.0
         max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
-        return cls(model, tokenizer, version, temperature, **({"max_length": max_length} | kwargs))
+        return cls(model, tokenizer, version, temperature, threads=threads, **({"max_length": max_length} | kwargs))
 
     @property
     def name(self) -> str: return self.version.ref if self.version else type(self.model).__name__
 
+    def batches(self, titles: Sequence[str]):
+        "(rows, input_ids, attention_mask) per batch: titles sorted by token count, padded in numpy to the batch's longest."
+        ids = self.tokenizer(check_request(titles), truncation=True, max_length=self.max_length)["input_ids"]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        order, pad = np.argsort(lengths, kind="stable"), self.tokenizer.pad_token_id or 0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            input_ids = np.full((len(rows), lengths[rows].max()), pad, dtype=np.int64)
+            mask = np.zeros_like(input_ids)
+            for j, r in enumerate(rows): input_ids[j, :lengths[r]], mask[j, :lengths[r]] = ids[r], 1
+            yield rows, input_ids, mask
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, embed: bool = False):
+        "Logits (and mean-pooled embeddings when `embed`) of one padded batch, as numpy."
+        if isinstance(self.model, OnnxModel): return self.model(input_ids, attention_mask, embed)
+        with torch.inference_mode():
+            ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=embed)
+            logits = out.logits.float().numpy()
+            return (logits, mean_pool(out.hidden_states[-1], mask).float().numpy()) if embed else logits
+
     def logits(self, titles: Sequence[str]) -> np.ndarray:
         "Raw logits (n, 2) of the titles, in their order."
-        titles = check_request(titles)
-        ids = self.tokenizer(titles, truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        out = np.empty((len(titles), len(LABELS)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start:start + self.batch_size]
-                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
-                out[rows] = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().numpy()
+        out = np.empty((len([titles] if isinstance(titles, str) else titles), len(LABELS)), dtype=np.float32)
+        for rows, input_ids, mask in self.batches(titles): out[rows] = self.forward(input_ids, mask)
+        return out
+
+    def embed(self, titles: Sequence[str]) -> np.ndarray:
+        "Sentence embeddings (n, hidden) of the titles: the model's own mean-pooled last hidden states (for monitoring)."
+        out = None
+        for rows, input_ids, mask in self.batches(titles):
+            emb = self.forward(input_ids, mask, embed=True)[1]
+            if out is None: out = np.empty((len([titles] if isinstance(titles, str) else titles), emb.shape[1]), np.float32)
+            out[rows] = emb
         return out
 
     def predict_proba(self, titles: Sequence[str]) -> np.ndarray:

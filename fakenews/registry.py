@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from .core import ModelError, Paths
 
 # %% auto #0
 __all__ = ['DEFAULT_NAME', 'META_FILE', 'ModelVersion', 'git_commit', 'read_aliases', 'versions', 'register', 'check_alias',
-           'resolve', 'promote', 'load_model', 'versions_table']
+           'resolve', 'promote', 'quiet_hub', 'load_model', 'versions_table']
 
 # %% ../nbs/02a_registry.ipynb #ee717406
 DEFAULT_NAME = "fakenews"
@@ -146,19 +147,27 @@ def promote(ref: str, alias: str, paths: Paths | None = None) -> ModelVersion:
     return version
 
 # %% ../nbs/02a_registry.ipynb #eaccc59d
-def load_model(ref: str = "production", paths: Paths | None = None):
-    "(model in eval mode, tokenizer, version) for the registry reference or folder `ref`."
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+@contextmanager
+def quiet_hub():
+    "Silence the Hugging Face progress bars while loading: a bar per load is noise in logs."
     from transformers.utils import logging as hf_logging
-    version = resolve(ref, paths)
-    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()  # a bar per load is noise in logs
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(version.path, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(version.path)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load the model in {version.path}: {str(e).splitlines()[0]}") from e
+    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
+    try: yield
     finally:
         if bars: hf_logging.enable_progress_bar()
+
+def load_model(ref: str = "production", paths: Paths | None = None):
+    "(model in eval mode, tokenizer, version) for the registry reference or folder `ref` (a `transformers`-format version)."
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    version = resolve(ref, paths)
+    fmt = version.meta.get("format", "transformers")
+    if fmt != "transformers": raise ModelError(f"{version.ref} is a {fmt} variant: load it with `Predictor.load`")
+    try:
+        with quiet_hub():
+            model = AutoModelForSequenceClassification.from_pretrained(version.path, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(version.path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the model in {version.path}: {str(e).splitlines()[0]}") from e
     return model.eval(), tokenizer, version
 
 # %% ../nbs/02a_registry.ipynb #216b53f2

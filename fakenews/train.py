@@ -30,7 +30,7 @@ from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
 from .prepare import load_splits, prepare_data
-from .registry import ModelVersion, check_alias, git_commit, register
+from .registry import ModelVersion, check_alias, git_commit, load_model, register
 
 # %% auto #0
 __all__ = ['log', 'ensure_data', 'sample_corpora', 'TrainClock', 'wandb_mode', 'TrainResult', 'train', 'plot_history',
@@ -126,6 +126,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     tc = cfg.train
     for alias in tc.aliases: check_alias(alias)  # before an hour of training, not after
     tokenizer = load_tokenizer(cfg.model.backbone)  # a missing backbone fails before the data are prepared
+    teacher = load_model(cfg.distill.teacher, cfg.paths)[0] if cfg.distill.teacher else None  # so does a missing teacher
     cfg = override(cfg, {"train.run_name": tc.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")})
     run_dir = cfg.paths.runs / cfg.train.run_name; run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads: torch.set_num_threads(tc.threads)
@@ -134,14 +135,20 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     splits, manifest = ensure_data(cfg)
     save_config(cfg, run_dir / "config.json")
     dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed)
-    module = TitleClassifier(build_classifier(cfg.model), tc.lr, tc.weight_decay, tc.warmup_ratio, dm.corpora)
+    model = build_classifier(cfg.model)
+    if teacher is not None and teacher.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"teacher {cfg.distill.teacher} and backbone {cfg.model.backbone} tokenise differently: distil from a teacher with the same tokenizer")
+    module = TitleClassifier(model, tc.lr, tc.weight_decay, tc.warmup_ratio, dm.corpora, teacher,
+                             cfg.distill.temperature, cfg.distill.alpha)
     clock = TrainClock()
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("resuming %s from %s", run_dir.name, last)
         _keep_history(run_dir)
     trainer = _trainer(cfg, run_dir, len(splits["train"]), clock, progress)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen teacher, on purpose
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
 
     best_cb = trainer.checkpoint_callback
     if best_cb.best_model_path:
