@@ -157,10 +157,10 @@ def cmd_bench_infer(args) -> int:
     "Every variant of a model against transformers.pipeline; optionally promote the fastest accurate one."
     cfg = _config(args)
     from fakenews.bench_infer import bench_infer, promote_serving, save_bench
-    table = bench_infer(args.teacher, args.model or None, args.threads, args.latency_titles, cfg.paths)
+    table = bench_infer(args.teacher, args.model or None, args.threads, args.latency_titles, cfg.paths, args.repeats)
     a = table.attrs
     print(f"{a['titles']} test titles at batch 64 (mean {a['mean_tokens']} tokens), {a['latency_titles']} single titles, "
-          f"{a['threads']} threads; fp32 matmul {a['gflops']} GFLOP/s")
+          f"{a['threads']} threads, best of {a['repeats']} passes; fp32 matmul {a['gflops']} GFLOP/s")
     print(table.drop(columns="what").to_markdown(index=False, floatfmt=".3g"))
     print(f"saved {save_bench(table, cfg.paths)}")
     if args.promote:
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--teacher", default="production", help="the model whose family is measured (default production)")
     bi.add_argument("--model", action="append", help="measure these references instead (the first is the reference model)")
     bi.add_argument("--threads", type=int, default=2); bi.add_argument("--latency-titles", type=int, default=200)
+    bi.add_argument("--repeats", type=int, default=3, help="passes over the test split; the fastest counts (default 3)")
     bi.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. serving) at the fastest variant meeting the bar")
     bi.add_argument("--max-loss", type=float, default=1.0, help="bar: macro-F1 points below the teacher, per corpus (default 1)")
     bi.add_argument("--max-p95-ms", type=float, default=20.0, help="bar: single-title p95 latency in ms (default 20)")

@@ -21,7 +21,7 @@ from .registry import ModelVersion, load_model, quiet_hub, resolve
 
 # %% auto #0
 __all__ = ['CALIBRATION_FILE', 'ONNX_FILE', 'INT8_FILE', 'FORMATS', 'check_request', 'softmax', 'mean_pool', 'OnnxModel',
-           'load_int8', 'load_variant', 'Predictor']
+           'quantize_linear', 'load_int8', 'load_variant', 'Predictor']
 
 # %% ../nbs/02b_predict.ipynb #18b5752e
 CALIBRATION_FILE = "calibration.json"  # written by the evaluation stage beside a version's model files
@@ -67,11 +67,15 @@ class OnnxModel:
                                {"input_ids": input_ids, "attention_mask": attention_mask})
         return tuple(out) if embed else out[0]
 
+def quantize_linear(model: torch.nn.Module) -> torch.nn.Module:
+    "`model` with dynamically quantised int8 Linear layers, one scale per output channel (in place)."
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+
 def load_int8(folder: Path) -> torch.nn.Module:
     "A `torch-int8` variant: the architecture from `config.json`, Linear layers quantised, then the int8 weights."
     from transformers import AutoConfig, AutoModelForSequenceClassification
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval()
-    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model = quantize_linear(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval())
     model.load_state_dict(torch.load(folder / INT8_FILE, weights_only=False))  # packed int8 params are not plain tensors
     return model
 
