@@ -32,14 +32,14 @@ install: $(STAMP)
 
 # Prepare ISOT + FakeNewsNet, fine-tune the packaged MiniLM (papermill run record), make it `production`,
 # then calibrate and evaluate it (report under artifacts/reports/, model card in its registry folder),
-# distil a 3-layer student (600 steps) and register int8 / ONNX variants of both, benchmark them against
+# distil a 3-layer student (one epoch) and register int8 / ONNX variants of both, benchmark them against
 # transformers.pipeline and point `serving` at the fastest one within a point of the teacher's F1.
 # Ends serving the default model (the `serving` alias, else `production`) at http://127.0.0.1:7860 until Ctrl-C.
 demo: install
 	$(BIN)/fakenews data prepare -q
 	$(BIN)/fakenews train --alias production
 	$(BIN)/fakenews evaluate --model production
-	$(BIN)/fakenews compress -q --set train.max_steps=600
+	$(BIN)/fakenews compress -q
 	$(BIN)/fakenews bench infer --promote serving
 	$(BIN)/fakenews registry list
 	$(BIN)/fakenews serve
