@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoConfig
 
 from .core import Config, Paths, get_logger, override
 from .evaluate import scores
@@ -27,8 +28,8 @@ from .registry import ModelVersion, load_model, register, resolve
 from .train import train
 
 # %% auto #0
-__all__ = ['log', 'METHODS', 'distill_config', 'Int8Model', 'OnnxExport', 'export_onnx', 'quantize_onnx', 'make_variant',
-           'compress']
+__all__ = ['log', 'METHODS', 'distill_config', 'Int8Model', 'OnnxExport', 'export_onnx', 'quantize_onnx', 'check_methods',
+           'make_variants', 'compress']
 
 # %% ../nbs/05_compress.ipynb #af665744
 log = get_logger("fakenews.compress")
@@ -38,7 +39,7 @@ def distill_config(teacher: str = "production", layers: Sequence[int] | None = N
     "The config that trains a student of registered `teacher`: its layers `layers` (default every other one), its data."
     cfg = cfg or Config()
     version = resolve(teacher, cfg.paths)
-    n_layers = load_model(str(version.path))[0].config.num_hidden_layers
+    n_layers = AutoConfig.from_pretrained(version.path).num_hidden_layers  # the architecture only, not the weights
     layers = tuple(layers) if layers else tuple(range(0, n_layers, 2))
     taught = version.meta.get("config", {})
     settings = {f"data.{k}": v for k, v in taught.get("data", {}).items() if k != "mirror"}  # same titles, same split
@@ -107,48 +108,48 @@ def quantize_onnx(source: OnnxExport, path: Path) -> OnnxExport:
 # %% ../nbs/05_compress.ipynb #ae40e17e
 METHODS = ("torch-int8", "onnx", "onnx-int8")
 
-def _test_metrics(predictor: Predictor, test, source_pred: np.ndarray | None = None) -> dict:
+def check_methods(methods: Sequence[str]) -> None:
+    "Refuse a compression method this chapter does not make."
+    for m in methods:
+        if m not in METHODS: raise ValueError(f"unknown compression method {m!r}; choose from {', '.join(METHODS)}")
+
+def _test_metrics(predictor: Predictor, test, source_pred: np.ndarray) -> dict:
     "test/f1 and test/<corpus>/f1 as training records them, plus agreement with the source's decisions."
     prob = predictor.predict_proba(test.title.tolist())
     metrics = {"test/f1": scores(test.label, prob)["macro_f1"]}
     for corpus, part in test.assign(prob=prob).groupby("corpus"): metrics[f"test/{corpus}/f1"] = scores(part.label, part.prob)["macro_f1"]
-    if source_pred is not None: metrics["test/agreement"] = float(((prob >= 0.5) == source_pred).mean())
-    return metrics
+    return metrics | {"test/agreement": float(((prob >= 0.5) == source_pred).mean())}
 
-def make_variant(source: str, method: str, paths: Paths | None = None, source_pred: np.ndarray | None = None) -> ModelVersion:
-    "Build variant `method` (one of `METHODS`) of registered model `source`, score it on the test split, register it."
-    if method not in METHODS: raise ValueError(f"unknown compression method {method!r}; choose from {', '.join(METHODS)}")
+def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | None = None) -> list[ModelVersion]:
+    "Build each of `methods` of registered model `source`, score it on the test split beside the source, register it."
+    check_methods(methods)
     paths = paths or Paths.from_env()
-    model, tokenizer, version = load_model(source, paths)
+    model, tokenizer, version = load_model(source, paths)  # once for every method
     max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
     test = load_splits(paths)["test"]
-    if source_pred is None: source_pred = Predictor(model, tokenizer, max_length=max_length).predict_proba(test.title.tolist()) >= 0.5
+    source_pred = Predictor(model, tokenizer, max_length=max_length).predict_proba(test.title.tolist()) >= 0.5
+    made, exported = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        if method == "torch-int8": variant = Int8Model(model)
-        else:
-            variant = export_onnx(model, tokenizer, Path(tmp) / ONNX_FILE)
-            if method == "onnx-int8": variant = quantize_onnx(variant, Path(tmp) / "int8.onnx")
-        metrics = _test_metrics(Predictor(variant.runnable(), tokenizer, max_length=max_length), test, source_pred)
-        meta = {k: version.meta[k] for k in ("config", "data_fingerprint") if k in version.meta}
-        meta |= {"format": variant.format, "variant": {"method": method, "source": version.ref}, "metrics": metrics}
-        registered = register(variant, tokenizer, meta, version.name, paths)
-    if (version.path / CALIBRATION_FILE).is_file(): shutil.copyfile(version.path / CALIBRATION_FILE, registered.path / CALIBRATION_FILE)
-    log.info("registered %s: %s of %s, test/f1 %.4f, agreement %.4f", registered.ref, method, version.ref,
-             metrics["test/f1"], metrics["test/agreement"])
-    return registered
+        for method in methods:
+            if method == "torch-int8": variant = Int8Model(model)
+            else:
+                exported = exported or export_onnx(model, tokenizer, Path(tmp) / ONNX_FILE)  # one export serves both ONNX methods
+                variant = quantize_onnx(exported, Path(tmp) / "int8.onnx") if method == "onnx-int8" else exported
+            metrics = _test_metrics(Predictor(variant.runnable(), tokenizer, max_length=max_length), test, source_pred)
+            meta = {k: version.meta[k] for k in ("config", "data_fingerprint") if k in version.meta}
+            meta |= {"format": variant.format, "variant": {"method": method, "source": version.ref}, "metrics": metrics}
+            made.append(registered := register(variant, tokenizer, meta, version.name, paths))
+            if (version.path / CALIBRATION_FILE).is_file(): shutil.copyfile(version.path / CALIBRATION_FILE, registered.path / CALIBRATION_FILE)
+            log.info("registered %s: %s of %s, test/f1 %.4f, agreement %.4f", registered.ref, method, version.ref,
+                     metrics["test/f1"], metrics["test/agreement"])
+    return made
 
 # %% ../nbs/05_compress.ipynb #e2c2dc85
 def compress(teacher: str = "production", layers: Sequence[int] | None = None, methods: Sequence[str] = METHODS,
              distil: bool = True, cfg: Config | None = None, progress: bool = True) -> list[ModelVersion]:
     "Distil a student of registered `teacher`, then register each of `methods` for the teacher and the student."
     cfg = cfg or Config()
-    for m in methods:
-        if m not in METHODS: raise ValueError(f"unknown compression method {m!r}; choose from {', '.join(METHODS)}")
+    check_methods(methods)
     sources = [resolve(teacher, cfg.paths)]
     if distil: sources.append(train(distill_config(teacher, layers, cfg), progress=progress).version)
-    test = load_splits(cfg.paths)["test"]
-    made = []
-    for source in sources:
-        pred = Predictor.load(source.ref, cfg.paths, calibrated=False).predict_proba(test.title.tolist()) >= 0.5
-        made += [make_variant(source.ref, m, cfg.paths, pred) for m in methods]
-    return sources + made
+    return sources + [v for source in sources for v in make_variants(source.ref, methods, cfg.paths)]

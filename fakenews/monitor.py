@@ -105,9 +105,9 @@ def reference_frame(predictor: Predictor, cfg: Config) -> tuple[pd.DataFrame, np
         return cached.drop(columns=emb_cols), cached[emb_cols].to_numpy(np.float32)
     valid = _sample(load_splits(paths)["valid"], mcfg.reference_rows, mcfg.seed)
     titles = valid.title.tolist()
-    prob = predictor.predict_proba(titles)
+    scored = predictor.predict(titles)  # P(fake) and the label as the server logs them
     frame = pd.concat([pd.DataFrame({"title": titles}), text_descriptors(titles)], axis=1).assign(
-        prob_fake=prob, label=np.where(prob >= 0.5, "fake", "real"))
+        prob_fake=scored.prob_fake.to_numpy(), label=scored.label.to_numpy())
     emb = predictor.embed(titles)
     cache.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([frame, _embedding_frame(emb)], axis=1).to_parquet(cache.with_suffix(".tmp"))

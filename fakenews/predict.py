@@ -138,20 +138,21 @@ class Predictor:
             logits = out.logits.float().numpy()
             return (logits, mean_pool(out.hidden_states[-1], mask).float().numpy()) if embed else logits
 
+    def _in_order(self, titles: Sequence[str], embed: bool) -> np.ndarray:
+        "Logits, or embeddings when `embed`, of every batch, put back in the titles' order."
+        parts = [(rows, self.forward(input_ids, mask, embed)[1] if embed else self.forward(input_ids, mask))
+                 for rows, input_ids, mask in self.batches(titles)]
+        out = np.empty((sum(len(rows) for rows, _ in parts), parts[0][1].shape[1] if parts else len(LABELS)), np.float32)
+        for rows, values in parts: out[rows] = values
+        return out
+
     def logits(self, titles: Sequence[str]) -> np.ndarray:
         "Raw logits (n, 2) of the titles, in their order."
-        out = np.empty((len([titles] if isinstance(titles, str) else titles), len(LABELS)), dtype=np.float32)
-        for rows, input_ids, mask in self.batches(titles): out[rows] = self.forward(input_ids, mask)
-        return out
+        return self._in_order(titles, embed=False)
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
         "Sentence embeddings (n, hidden) of the titles: the model's own mean-pooled last hidden states (for monitoring)."
-        out = None
-        for rows, input_ids, mask in self.batches(titles):
-            emb = self.forward(input_ids, mask, embed=True)[1]
-            if out is None: out = np.empty((len([titles] if isinstance(titles, str) else titles), emb.shape[1]), np.float32)
-            out[rows] = emb
-        return out
+        return self._in_order(titles, embed=True)
 
     def predict_proba(self, titles: Sequence[str]) -> np.ndarray:
         "P(fake) per title, temperature-scaled."

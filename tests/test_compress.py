@@ -77,9 +77,9 @@ def test_variants_keep_the_source_calibration(family):
     cfg, made = family
     teacher = made[0]
     (teacher.path / "calibration.json").write_text('{"temperature": 1.7}')
-    from fakenews.compress import make_variant
+    from fakenews.compress import make_variants
     from fakenews.predict import Predictor
-    variant = make_variant(teacher.ref, "onnx-int8", cfg.paths)
+    [variant] = make_variants(teacher.ref, ["onnx-int8"], cfg.paths)
     assert Predictor.load(variant.ref, cfg.paths).temperature == 1.7
 
 
@@ -99,12 +99,12 @@ def test_bench_infer_measures_the_family_against_the_pipeline(family):
 
 
 def test_bad_compression_requests_are_clear_errors(family, tmp_path):
-    from fakenews.compress import compress, make_variant
+    from fakenews.compress import compress, make_variants
     from fakenews.core import ModelError
     from fakenews.predict import Predictor
     cfg, made = family
     with pytest.raises(ValueError, match="unknown compression method 'prune'"):
-        make_variant(made[0].ref, "prune", cfg.paths)
+        make_variants(made[0].ref, ["prune"], cfg.paths)
     with pytest.raises(ModelError, match="no alias 'nosuch'"):
         compress("nosuch", cfg=cfg)
     broken = tmp_path / "broken"
@@ -128,14 +128,14 @@ def registry_disk(family):
 
 
 def test_full_disk_while_registering_a_variant_leaves_no_partial_version(family, registry_disk):
-    from fakenews.compress import make_variant
+    from fakenews.compress import make_variants
     from fakenews.core import ModelError
     from fakenews.registry import load_model, register, versions
     cfg, made = family
     model, tokenizer, teacher = load_model(made[0].ref, cfg.paths)
     small = register(model, tokenizer, teacher.meta, "small", cfg.paths)
     with pytest.raises(ModelError, match="could not write small to the registry.*No space left"):
-        make_variant(small.ref, "onnx", cfg.paths)
+        make_variants(small.ref, ["onnx"], cfg.paths)
     assert [v.ref for v in versions("small", cfg.paths)] == ["small:v1"]
     assert not [p for p in registry_disk.iterdir() if p.name.startswith(".staging")]
 
