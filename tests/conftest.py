@@ -113,3 +113,39 @@ def tiny_config(home, corpora, **train):
     settings = dict(max_steps=20, batch_size=16, lr=1e-3, val_check_interval=10, wandb=False, run_name="tiny") | train
     return Config(data=DataConfig(corpora=tuple(corpora)), model=ModelConfig(backbone="tiny"),
                   train=TrainConfig(**settings), home=str(home))
+
+
+def postgres_bin() -> Path | None:
+    "The folder of Debian's PostgreSQL server binaries (initdb, pg_ctl), or None when the package is not installed."
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    "A SQLAlchemy URL of a fresh PostgreSQL server on a loopback port, stopped after the session."
+    import getpass
+    import socket
+    import subprocess
+    import tempfile
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package `postgresql`; .ci/run installs it)")
+    # The server refuses to run as root: run it as the `postgres` user the Debian package creates.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="fakenews-pg-"))
+    if as_user: shutil.chown(data, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    user = "postgres" if as_user else getpass.getuser()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", user, "-A", "trust", "-E", "UTF8", "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "60", "start",
+        "-o", f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200")
+    try:
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "fakenews")
+        yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/fakenews"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(data, ignore_errors=True)
