@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_FLAGS ?=
 
-.PHONY: help install demo test export check-sync lint readme docs clean bench load-test
+.PHONY: help install demo test export check-sync lint readme docs clean bench load-test space test-space
 
 help:
 	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it, compress and benchmark it, then serve it at http://127.0.0.1:7860"
@@ -19,6 +19,8 @@ help:
 	@echo "make readme  - regenerate README.md from nbs/index.ipynb"
 	@echo "make lint    - ruff over the package and tests, plus the notebooks/package sync check"
 	@echo "make docs    - build the docs site (needs Quarto)"
+	@echo "make space   - write a Hugging Face Space bundle of the serving model into $(SPACE_DIR) (push: fakenews space push $(SPACE_DIR) --repo OWNER/NAME)"
+	@echo "make test-space - the Space bundle from a fresh venv of its requirements.txt: /ready, /predict and the Gradio API (minutes)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,3 +80,13 @@ docs: install
 
 clean:
 	rm -rf _docs _proc .pytest_cache
+
+# A Hugging Face Space serving the `serving` model (SPACE_MODEL=hf:OWNER/NAME for a model on the Hub instead).
+SPACE_DIR ?= build/space
+SPACE_MODEL ?= serving
+space: install
+	$(BIN)/fakenews space build $(SPACE_DIR) --model $(SPACE_MODEL)
+
+# Kept out of `make test` (marker `space`): a fresh venv from the bundle's requirements.txt takes minutes to install.
+test-space: install
+	$(BIN)/python -m pytest -m space tests/test_space.py $(PYTEST_FLAGS)

@@ -1,15 +1,10 @@
-"""Hugging Face Spaces entry point: the fakenews REST API and web app on 0.0.0.0:7860 (see docker/SPACE_README.md).
+"""Hugging Face Spaces entry point of this checkout: the fakenews REST API and web app on 0.0.0.0:7860.
 
-Thin on purpose: everything lives in the package (`fakenews.serve`, written in nbs/06_serve.ipynb). It serves the
-registry reference in $FAKENEWS_MODEL (default: the `serving` alias, else `production`) from the registry under
-$FAKENEWS_HOME (default ./artifacts).
+A Space is built with `fakenews space build DIR` (see docker/SPACE_README.md): its app.py is this one with the
+bundled model written in. Here `run_space` serves $FAKENEWS_MODEL, else the `serving` alias, else `production`,
+from the registry under $FAKENEWS_HOME, on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (default 0.0.0.0:7860).
 """
-import os
-
-from fakenews.core import Config, override
-from fakenews.serve import serve
+from fakenews.space import run_space
 
 if __name__ == "__main__":
-    settings = {"serve.host": "0.0.0.0", "serve.port": 7860}
-    if os.environ.get("FAKENEWS_MODEL"): settings["serve.model"] = os.environ["FAKENEWS_MODEL"]
-    serve(override(Config(), settings))
+    run_space()

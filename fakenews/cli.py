@@ -19,9 +19,10 @@ from .experiments import ExperimentError
 from .prepare import prepare_data
 
 # %% auto #0
-__all__ = ['cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list', 'cmd_registry_promote',
-           'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress', 'cmd_bench_infer', 'cmd_serve',
-           'cmd_monitor_report', 'cmd_bench_monitor', 'build_parser', 'main']
+__all__ = ['COMMAND_HOOKS', 'cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list',
+           'cmd_registry_promote', 'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress',
+           'cmd_bench_infer', 'cmd_serve', 'cmd_monitor_report', 'cmd_bench_monitor', 'build_parser', 'main',
+           'cmd_space_build', 'cmd_space_push', 'add_space_commands']
 
 # %% ../nbs/08_cli.ipynb #7b1466fd
 def _config(args: argparse.Namespace) -> Config:
@@ -199,6 +200,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. data.seed=1")
 
+COMMAND_HOOKS: list = []  # functions of the subparsers that add a stage's commands; later cells append theirs
+
 def build_parser() -> argparse.ArgumentParser:
     "The `fakenews` argument parser."
     parser = argparse.ArgumentParser(prog="fakenews", description="Fake-news headline classification, end to end.")
@@ -292,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--rows", type=int, default=10_000); bm.add_argument("--model", default="production")
     bm.add_argument("--home", help="artifact root with the model and prepared data (default: $FAKENEWS_HOME or ./artifacts)")
     bm.set_defaults(func=cmd_bench_monitor)
+    for add_commands in COMMAND_HOOKS: add_commands(stages)
     return parser
 
 # %% ../nbs/08_cli.ipynb #388b22bb
@@ -306,3 +310,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fakenews: interrupted", file=sys.stderr)
         return 130
+
+# %% ../nbs/08_cli.ipynb #43129a48
+def cmd_space_build(args) -> int:
+    "Write a Space bundle; print what is in it and what to do next."
+    from fakenews.space import build_space
+    m = build_space(args.folder, args.model, _config(args).paths, title=args.title)
+    model, folder = m["model"], args.folder
+    where = (f"{sum(n for f, n in _sizes(folder, m) if f.startswith(model['path'] + '/')) / 1e6:.1f} MB in {model['path']}/"
+             if model["bundled"] else f"from the Hub, {model['repo']}")
+    print(f"wrote {folder}: {model['ref']} ({model.get('format', 'format unknown until the Space downloads it')}, {where}), app.py, "
+          f"README.md, requirements.txt (torch {'included' if m['torch'] else 'not needed'}) and fakenews {m['fakenews']} "
+          f"as source: {len(m['files'])} files, {m['bytes'] / 1e6:.1f} MB")
+    print(f"try it as a Space runs it: pip install -r {folder}/requirements.txt in a fresh venv, then cd {folder} && python app.py")
+    print(f"publish it: fakenews space push {folder} --repo OWNER/NAME")
+    return 0
+
+def _sizes(folder, manifest) -> list[tuple[str, int]]:
+    from pathlib import Path
+    return [(f, (Path(folder) / f).stat().st_size) for f in manifest["files"]]
+
+def cmd_space_push(args) -> int:
+    "Upload a Space bundle (or, with --dry-run, list what would be uploaded)."
+    from fakenews.space import push_space
+    r = push_space(args.folder, args.repo, private=args.private, dry_run=args.dry_run)
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{verb} {len(r['files'])} files ({r['bytes'] / 1e6:.1f} MB, model {r['model']}) to {r['url']}" +
+          (f"\nleft out (not written by fakenews space build): {', '.join(r['left_out'])}" if r["left_out"] else "") +
+          (f"\ncommit: {r['commit_url']}" if "commit_url" in r else ""))
+    return 0
+
+def add_space_commands(stages) -> None:
+    "The `space build` and `space push` subcommands."
+    space = stages.add_parser("space", help="a Hugging Face Space serving one model: build the bundle, push it").add_subparsers(dest="command", required=True)
+    sb = space.add_parser("build", help="write a self-contained Space (app.py, README, pinned requirements, model) into DIR")
+    sb.add_argument("folder", metavar="DIR", help="a new or empty folder, or a bundle built before (rebuilt)")
+    sb.add_argument("--model", default="serving", help="registry reference, model folder or hf:OWNER/NAME[@revision] (default serving)")
+    sb.add_argument("--title", default="fakenews", help="the Space's title")
+    _common(sb); sb.set_defaults(func=cmd_space_build)
+    sp = space.add_parser("push", help="upload a bundle to the Space OWNER/NAME (created if missing; needs $HF_TOKEN or hf auth login)")
+    sp.add_argument("folder", metavar="DIR", help="a bundle written by fakenews space build")
+    sp.add_argument("--repo", required=True, help="the Space, OWNER/NAME")
+    sp.add_argument("--private", action="store_true", help="create the Space private")
+    sp.add_argument("--dry-run", action="store_true", help="only list what would be uploaded; no network")
+    sp.set_defaults(func=cmd_space_push)
+
+COMMAND_HOOKS.append(add_space_commands)
