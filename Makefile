@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_FLAGS ?=
 
-.PHONY: help install demo test export check-sync lint readme docs clean bench load-test space test-space
+.PHONY: help install demo test export check-sync lint readme docs clean bench load-test space test-space sky-venv gpu-train
 
 help:
 	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it, compress and benchmark it, then serve it at http://127.0.0.1:7860"
@@ -21,6 +21,7 @@ help:
 	@echo "make docs    - build the docs site (needs Quarto)"
 	@echo "make space   - write a Hugging Face Space bundle of the serving model into $(SPACE_DIR) (push: fakenews space push $(SPACE_DIR) --repo OWNER/NAME)"
 	@echo "make test-space - the Space bundle from a fresh venv of its requirements.txt: /ready, /predict and the Gradio API (minutes)"
+	@echo "make gpu-train - train on a cloud GPU VM with SkyPilot (sky/train.yaml), copy runs/ and registry/ back to $(GPU_HOME), tear it down"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -90,3 +91,28 @@ space: install
 # Kept out of `make test` (marker `space`): a fresh venv from the bundle's requirements.txt takes minutes to install.
 test-space: install
 	$(BIN)/python -m pytest -m space tests/test_space.py $(PYTEST_FLAGS)
+
+# Training on a cloud GPU VM (or a Kubernetes GPU pod) with SkyPilot, in a venv of its own: its pins clash with serve's.
+# SKY_CLOUD=aws (gcp, azure, kubernetes, ...) installs that cloud's extra; `.venv-sky/bin/sky check` says what works.
+SKY_VENV ?= .venv-sky
+SKY_VERSION := $(shell sed -n 's/.*"skypilot==\([0-9.]*\)".*/\1/p' pyproject.toml)
+SKY_CLOUD ?=
+SKY_STAMP := $(SKY_VENV)/.installed-$(SKY_VERSION)-$(SKY_CLOUD)
+SKY_CLUSTER ?= fakenews-train
+GPU_HOME ?= artifacts/gpu
+TRAIN_ARGS ?= --alias production -p precision bf16-mixed -p batch_size 64
+
+$(SKY_STAMP): pyproject.toml
+	@test -x $(SKY_VENV)/bin/python || $(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_VENV)/bin/python -m pip install $(PIP_FLAGS) "skypilot$(if $(SKY_CLOUD),[$(SKY_CLOUD)])==$(SKY_VERSION)"
+	@rm -f $(SKY_VENV)/.installed-*; touch $@
+
+sky-venv: $(SKY_STAMP)
+
+# Launch, wait for the run, copy the VM's runs/ and registry/ into $(GPU_HOME) (a FAKENEWS_HOME of its own:
+# `fakenews registry list --home $(GPU_HOME)`), then tear the VM down, even when the run failed.
+gpu-train: $(SKY_STAMP)
+	$(SKY_VENV)/bin/sky launch -y -c $(SKY_CLUSTER) sky/train.yaml --env TRAIN_ARGS="$(TRAIN_ARGS)"; status=$$?; \
+	mkdir -p $(GPU_HOME) && rsync -az $(SKY_CLUSTER):artifacts/runs $(SKY_CLUSTER):artifacts/registry $(GPU_HOME)/; copied=$$?; \
+	$(SKY_VENV)/bin/sky down -y $(SKY_CLUSTER); \
+	test $$status = 0 && test $$copied = 0 && echo "run and model in $(GPU_HOME): fakenews registry list --home $(GPU_HOME)"
