@@ -23,7 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 from packaging.requirements import Requirement
 
 import fakenews
-from .core import Config, ModelError, Paths, file_sha256, get_logger, override
+from .core import Config, ModelError, Paths, file_sha256, override
 from .registry import ModelVersion, git_commit, resolve
 
 # %% auto #0
