@@ -200,6 +200,8 @@ def push_plan(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     if not (folder / MANIFEST).is_file(): raise ValueError(f"{folder} holds no Space bundle ({MANIFEST}): run fakenews space build first")
     manifest = json.loads((folder / MANIFEST).read_text())
+    outside = [f for f in manifest["files"] if not (folder / f).resolve().is_relative_to(folder.resolve())]
+    if outside: raise ValueError(f"{folder / MANIFEST} lists files outside the bundle: {', '.join(outside[:3])}")
     changed = [f for f, sha in manifest["files"].items() if not (folder / f).is_file() or file_sha256(folder / f) != sha]
     if changed: raise ValueError(f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed since the build: run fakenews space build again")
     files = sorted(manifest["files"]) + [MANIFEST]
