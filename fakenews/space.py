@@ -167,9 +167,8 @@ def build_space(folder: str | os.PathLike, # the bundle's folder: new, empty, or
                ) -> dict:
     "Write a self-contained Space serving `model` into `folder`; return its manifest (also saved as space.json)."
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        if not (folder / MANIFEST).is_file(): raise ValueError(f"{folder} is not empty and holds no Space bundle: choose a new or empty folder")
-        shutil.rmtree(folder)  # a bundle built before: rebuilt from scratch, so no stale file survives
+    rebuild = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if rebuild and not (folder / MANIFEST).is_file(): raise ValueError(f"{folder} is not empty and holds no Space bundle: choose a new or empty folder")
     if hub := parse_hf_ref(model):
         try: version = resolve(model, paths)  # known only where the Hugging Face cache has it
         except (ModelError, ValueError, OSError): version = None
@@ -180,6 +179,7 @@ def build_space(folder: str | os.PathLike, # the bundle's folder: new, empty, or
         version = resolve(model, paths)
         torch = needs_torch(version)
         info = _model_info(version) | {"bundled": True, "path": f"{version.name}-v{version.version}" if version.version else "model"}
+    if rebuild: shutil.rmtree(folder)  # a bundle built before, once the model is known: rebuilt, so no stale file survives
     folder.mkdir(parents=True, exist_ok=True)
     if info["bundled"]: shutil.copytree(version.path, folder / info["path"])
     requirements = space_requirements(torch)
