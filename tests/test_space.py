@@ -71,6 +71,7 @@ def test_bundle_serves_from_a_fresh_venv_of_its_requirements(onnx_home, tmp_path
                        cwd=bundle, env=_spaces_env(PIP_RETRIES="0"), capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     timings["venv + pip install s"] = round(time.monotonic() - start, 1)
+    timings["venv MB"] = round(sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6)
     # fakenews is not installed in that venv: the Space imports the copy beside app.py
     outside = subprocess.run([python, "-c", "import fakenews"], cwd=tmp_path, env=_spaces_env(), capture_output=True, text=True)
     assert outside.returncode != 0 and "No module named 'fakenews'" in outside.stderr
