@@ -105,7 +105,9 @@ def test_bundle_serves_from_a_fresh_venv_of_its_requirements(onnx_home, tmp_path
 
         label, verdict, words = Client(url, verbose=False).predict(TITLES[0], api_name="/classify")
         assert {c["label"] for c in label["confidences"]} == {"fake", "real"}
-        assert abs(next(c["confidence"] for c in label["confidences"] if c["label"] == "fake") - expected[0]) < 1e-5
+        # alone, as the app scores it: dynamic int8 scales its activations per batch, so batch-mates move the last digits
+        alone = Predictor.load(str(onnx_home.registry / "fakenews" / "v2"), onnx_home).predict_proba(TITLES[:1])[0]
+        assert abs(next(c["confidence"] for c in label["confidences"] if c["label"] == "fake") - alone) < 1e-5
         assert "confident" in verdict or "uncertain" in verdict
         assert [w["token"] for w in words if w["token"].strip()][:2] == ["Senate", "passes"]  # the explanation, word by word
     finally:
