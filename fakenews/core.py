@@ -146,6 +146,13 @@ class ServeConfig:
     max_title_chars: int = 1000  # characters per title
     max_upload_bytes: int = 2_000_000  # bytes per uploaded CSV file
     max_csv_rows: int = 5000  # titles per uploaded CSV file
+    max_explained_words: int = 40  # words of a title explained by occlusion (one model pass each), only within the model's token window
+    queue_size: int = 64  # Gradio events waiting at once; more are refused ("queue full") rather than queued without end
+    log_queue_rows: int = 10_000  # predictions waiting to be stored; beyond that, requests get 503 until the log catches up
+    log_attempts: int = 5  # tries of a failing insert (backing off) before its rows go to the dead-letter file
+    log_stuck_seconds: float = 10.0  # /ready fails while one insert has taken longer than this
+    log_retention_days: float = 30.0  # logged predictions (users' headlines) older than this are deleted; 0 keeps them all
+    temp_retention_minutes: float = 60.0  # uploads, batch outputs and Gradio's other temporary files older than this are deleted
 
     def __post_init__(self):
         lo, hi = self.uncertain
@@ -153,8 +160,12 @@ class ServeConfig:
         if self.workers < 1: raise ValueError(f"serve.workers must be at least 1, got {self.workers}")
         if self.threads < 0: raise ValueError(f"serve.threads must be 0 (library default) or more, got {self.threads}")
         if not 0 <= self.port <= 65535: raise ValueError(f"serve.port must be in 0..65535, got {self.port}")
-        for name in ("max_titles", "max_title_chars", "max_upload_bytes", "max_csv_rows"):
+        for name in ("max_titles", "max_title_chars", "max_upload_bytes", "max_csv_rows", "max_explained_words", "queue_size",
+                     "log_queue_rows", "log_attempts"):
             if getattr(self, name) < 1: raise ValueError(f"serve.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("log_stuck_seconds", "temp_retention_minutes"):
+            if getattr(self, name) <= 0: raise ValueError(f"serve.{name} must be positive, got {getattr(self, name)}")
+        if self.log_retention_days < 0: raise ValueError(f"serve.log_retention_days must be 0 (keep all) or more, got {self.log_retention_days}")
 
 # %% ../nbs/00_core.ipynb #20e45866
 @dataclass
@@ -172,6 +183,7 @@ class MonitorConfig:
     embedding_threshold: float = 0.6  # ROC AUC of a domain classifier on the embeddings over which they drifted (noisier than text)
     max_duplicate_share: float = 0.2  # data quality: the most repeated titles a window may hold
     seed: int = 0  # sampling seed
+    report_retention_days: float = 30.0  # reports (they quote logged headlines) older than this are deleted, the newest kept; 0 keeps all
 
     def __post_init__(self):
         for name in ("window", "min_rows", "max_rows", "reference_rows", "pca_components"):
@@ -181,6 +193,7 @@ class MonitorConfig:
             if not 0 <= getattr(self, name) <= 1: raise ValueError(f"monitor.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("text_threshold", "embedding_threshold"):
             if not 0.5 <= getattr(self, name) <= 1: raise ValueError(f"monitor.{name} is a ROC AUC in [0.5, 1], got {getattr(self, name)}")
+        if self.report_retention_days < 0: raise ValueError(f"monitor.report_retention_days must be 0 (keep all) or more, got {self.report_retention_days}")
 
 # %% ../nbs/00_core.ipynb #59218a01
 @dataclass
