@@ -7,23 +7,26 @@ Docs: https://fakenews-dev.github.io/fakenews/predlog.html.md"""
 # %% ../nbs/06a_predlog.ipynb #06348448
 from __future__ import annotations
 
+import json
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 from fastcore.basics import patch
+from filelock import FileLock
 
 from .core import Paths, get_logger
 
 # %% auto #0
-__all__ = ['SOURCES', 'metadata', 'predictions', 'COLUMNS', 'UTCDateTime', 'default_url', 'make_engine', 'PredictionLog',
-           'read_predictions']
+__all__ = ['SOURCES', 'metadata', 'predictions', 'COLUMNS', 'UTCDateTime', 'default_url', 'make_engine', 'LogFull',
+           'dead_letter_path', 'PredictionLog', 'read_dead_letters', 'read_predictions']
 
 # %% ../nbs/06a_predlog.ipynb #d2bde7c9
 SOURCES = ("api", "ui", "csv")  # where a logged prediction came from
@@ -97,18 +100,40 @@ def _check_row(row: dict, now: datetime) -> dict:
     return {"ts": now, "latency_ms": None, "flagged": False} | row
 
 # %% ../nbs/06a_predlog.ipynb #901a5956
+class LogFull(RuntimeError):
+    "The log's queue already holds `max_pending` rows: answer 503 and let the client try again."
+
+def dead_letter_path(url: str, paths: Paths | None = None) -> Path:
+    "Where the rows a log cannot store go: beside its SQLite file, else under the artifact root."
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        return Path(u.database).expanduser().absolute().with_suffix(".dead-letter.jsonl")
+    return (paths or Paths.from_env()).home / "predictions-dead-letter.jsonl"
+
 class PredictionLog:
     "The prediction log at `url`: `write` queues rows, one writer thread inserts them in batches."
     def __init__(self, url: str | None = None, # SQLAlchemy URL; None: SQLite at `Paths.predictions_db`
                  batch_size: int = 500, # most rows per insert
-                 retry_seconds: float = 1.0): # wait before retrying a failed insert
+                 retry_seconds: float = 0.5, # wait before retrying a failed insert, doubling each time (at most 8 s)
+                 attempts: int = 5, # tries of an insert that keeps failing before its rows are dead-lettered
+                 max_pending: int = 10_000, # most rows queued; `write` raises `LogFull` beyond
+                 stuck_seconds: float = 10.0, # `healthy` is false while one insert has taken longer than this
+                 retention_days: float = 0, # rows older than this are deleted every `prune_every` seconds; 0 keeps all
+                 prune_every: float = 3600.0, # seconds between two prunes
+                 dead_letter: str | os.PathLike | None = None): # JSON-lines file for rows that cannot be stored; None: `dead_letter_path(url)`
         self.url = url or default_url()
         self.engine = make_engine(self.url)
-        self.batch_size, self.retry_seconds = batch_size, retry_seconds
+        self.batch_size, self.retry_seconds, self.attempts = batch_size, retry_seconds, attempts
+        self.max_pending, self.stuck_seconds = max_pending, stuck_seconds
+        self.retention_days, self.prune_every = retention_days, prune_every
+        self.dead_letter = Path(dead_letter) if dead_letter else dead_letter_path(self.url)
+        self.dead_lettered = self.lost = 0  # rows written to the dead letter; rows not even it could take
         self._queue: queue.Queue = queue.Queue()
         self._pending = 0  # rows queued or being inserted
-        self._done = threading.Condition()
-        self._closed = False
+        self._done = threading.Condition()  # guards the counters and the in-flight batch
+        self._wake = threading.Event()  # cuts a retry's wait short when the log closes
+        self._closed = self._abandon = self._taken_over = self._failing = False
+        self._inflight, self._busy_since, self._pruned = None, None, 0.0
         self._log = get_logger("predlog")
         self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._thread.start()
@@ -120,7 +145,10 @@ class PredictionLog:
         rows = [_check_row(r, now) for r in rows]
         future = Future()
         if not rows: future.set_result([]); return future
-        with self._done: self._pending += len(rows)
+        with self._done:
+            if self._pending + len(rows) > self.max_pending:
+                raise LogFull(f"{self._pending:,} predictions are waiting to be stored (at most {self.max_pending:,}): try again shortly")
+            self._pending += len(rows)
         self._queue.put((rows, future))
         return future
 
@@ -139,13 +167,92 @@ def _insert(self: PredictionLog, batch: list[tuple[list[dict], Future]]) -> None
         ids = list(conn.execute(predictions.insert().returning(predictions.c.id), rows).scalars())
     start = 0
     for rs, future in batch:
-        future.set_result(ids[start:start + len(rs)]); start += len(rs)
+        if not future.done(): future.set_result(ids[start:start + len(rs)])  # done: `close` dead-lettered it meanwhile
+        start += len(rs)
+
+def _transient(e: Exception) -> bool:
+    "Whether retrying may help: the database is unreachable, locked or busy, rather than refusing these rows."
+    return isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)) or bool(getattr(e, "connection_invalidated", False))
+
+def _reason(e: Exception | str) -> str:
+    return e if isinstance(e, str) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+@patch
+def _store(self: PredictionLog, batch: list[tuple[list[dict], Future]]) -> None:
+    "Insert `batch`; retry a transient failure with backoff, split a batch that some rows break, dead-letter what still fails."
+    size, error = sum(len(rs) for rs, _ in batch), None
+    for attempt in range(self.attempts):
+        if self._abandon: return self._dead_letter(batch, "the log closed before these could be stored")
+        try:
+            self._insert(batch); self._failing = False; return
+        except Exception as e:
+            if self._taken_over: return  # `close` has dead-lettered this batch already
+            error = e
+            if not _transient(e): break
+            self._failing = True
+            self._log.error(f"could not store {size} predictions in {self.engine.url!r} (try {attempt + 1} of {self.attempts}): {_reason(e)}")
+            if attempt + 1 < self.attempts: self._wake.wait(min(self.retry_seconds * 2 ** attempt, 8.0))
+    if not _transient(error) and len(batch) > 1:  # some request's rows break the batch: store the others
+        half = len(batch) // 2
+        self._store(batch[:half]); self._store(batch[half:])
+    else: self._dead_letter(batch, error)
+
+# %% ../nbs/06a_predlog.ipynb #8181d163
+@patch
+def _dead_letter(self: PredictionLog, batch: list[tuple[list[dict], Future]], error: Exception | str) -> None:
+    "Append `batch`'s rows to the dead-letter file and fail their futures: kept aside, not silently lost."
+    rows, reason, when = [r for rs, _ in batch for r in rs], _reason(error), datetime.now(timezone.utc).isoformat()
+    lines = "".join(json.dumps({"dead_lettered": when, "error": reason, "row": r | {"ts": r["ts"].isoformat()}}) + "\n" for r in rows)
+    try:
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{self.dead_letter}.lock"), open(self.dead_letter, "a", encoding="ascii") as f: f.write(lines)
+        self.dead_lettered += len(rows)
+        self._log.error(f"{len(rows)} predictions could not be stored ({reason}): kept in {self.dead_letter}")
+    except OSError as e:
+        self.lost += len(rows)
+        self._log.critical(f"{len(rows)} predictions lost: neither {self.engine.url!r} nor {self.dead_letter} takes them ({e})")
+    for _, future in batch:
+        if not future.done(): future.set_exception(RuntimeError(f"not stored: kept in the dead letter {self.dead_letter} ({reason})"))
+
+# %% ../nbs/06a_predlog.ipynb #b104eaa0
+def read_dead_letters(path: str | os.PathLike) -> pd.DataFrame:
+    "The rows of a dead-letter file, one per line: when, why, and the row's columns."
+    path = Path(path)
+    letters = [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()] if path.is_file() else []
+    return pd.DataFrame([{"dead_lettered": x["dead_lettered"], "error": x["error"], **x["row"]} for x in letters],
+                        columns=["dead_lettered", "error", *[c for c in COLUMNS if c != "id"]])
+
+# %% ../nbs/06a_predlog.ipynb #f9e0c496
+@patch
+def _process(self: PredictionLog, batch: list[tuple[list[dict], Future]], store=None) -> None:
+    "Store `batch` (or run `store()`), marking it in flight so `healthy` and `close` can see it."
+    with self._done: self._inflight, self._busy_since = batch, time.monotonic()
+    try: store() if store else self._store(batch)
+    finally:
+        with self._done:
+            self._inflight, self._busy_since = None, None
+            self._pending -= sum(len(rs) for rs, _ in batch)
+            self._done.notify_all()
+
+@patch
+def _housekeeping(self: PredictionLog) -> None:
+    "Between batches: see whether a failing database takes writes again; prune rows past their retention when due."
+    if self._failing and not self._abandon:
+        def probe():
+            with self.engine.begin() as conn: conn.execute(predictions.update().where(predictions.c.id == -1).values(flagged=False))
+        try: self._process([], probe); self._failing = False; self._log.info(f"{self.engine.url!r} takes writes again")
+        except Exception: pass
+    if self.retention_days and time.monotonic() - self._pruned >= self.prune_every and not self._failing:
+        self._pruned = time.monotonic()
+        try: self.prune()
+        except Exception as e: self._log.warning(f"could not prune old predictions: {_reason(e)}")
 
 @patch
 def _run(self: PredictionLog) -> None:
-    "The writer thread: batch, insert, retry on failure, stop at the `None` sentinel once everything before it is stored."
+    "The writer thread: batch, store, housekeeping; stop at the `None` sentinel once everything before it is handled."
     while True:
-        item = self._queue.get()
+        try: item = self._queue.get(timeout=1.0 if self._failing else min(self.prune_every, 60.0))
+        except queue.Empty: self._housekeeping(); continue
         if item is None: return
         batch, size, stop = [item], len(item[0]), False
         while size < self.batch_size:
@@ -153,31 +260,47 @@ def _run(self: PredictionLog) -> None:
             except queue.Empty: break
             if nxt is None: stop = True; break
             batch.append(nxt); size += len(nxt[0])
-        while True:
-            try: self._insert(batch); break
-            except Exception as e:  # keep the rows and try again: losing predictions silently is worse than a noisy log
-                self._log.error(f"could not store {size} predictions in {self.engine.url!r}, retrying: {e}")
-                time.sleep(self.retry_seconds)
-        with self._done:
-            self._pending -= size
-            self._done.notify_all()
+        self._process(batch)
         if stop: return
+        self._housekeeping()
+
+@patch(as_prop=True)
+def healthy(self: PredictionLog) -> bool:
+    "Storing normally: the writer runs, no insert is failing or stuck, and the queue has room."
+    busy = self._busy_since
+    return (self.alive and not self._failing and self._pending < self.max_pending
+            and (busy is None or time.monotonic() - busy < self.stuck_seconds))
 
 # %% ../nbs/06a_predlog.ipynb #f5f77687
 @patch
 def flush(self: PredictionLog, timeout: float | None = 30.0) -> bool:
-    "Wait until every queued row is stored; False when `timeout` seconds pass first."
+    "Wait until every queued row is stored or dead-lettered; False when `timeout` seconds pass first."
     with self._done: return self._done.wait_for(lambda: self._pending == 0, timeout)
 
 @patch
+def _drain(self: PredictionLog) -> list:
+    "Whatever is still queued (the writer has stopped taking it)."
+    items = []
+    while True:
+        try: item = self._queue.get_nowait()
+        except queue.Empty: return items
+        if item is not None: items.append(item)
+
+@patch
 def close(self: PredictionLog, timeout: float | None = 30.0) -> None:
-    "Store what is queued, stop the writer and release the database."
+    "Store what is queued within `timeout` seconds, dead-letter the rest, stop the writer and release the database."
     if self._closed: return
     self._closed = True
     if not self.flush(timeout):
-        self._log.error(f"closing the prediction log with {self._pending} predictions not stored in {self.engine.url!r}")
+        self._log.error(f"{self._pending} predictions not stored in {self.engine.url!r} within {timeout} s: dead-lettering them")
+        self._abandon = True; self._wake.set()
     self._queue.put(None)
-    self._thread.join(timeout)
+    self._thread.join(5.0 if self._abandon else timeout)
+    if self._thread.is_alive():  # stuck in a database call: keep what it holds and what is queued
+        with self._done:
+            self._taken_over = True
+            left = list(self._inflight or []) + self._drain()
+        if left: self._dead_letter(left, "the log closed while these were being stored (the stuck insert may store them too)")
     self.engine.dispose()
 
 @patch
@@ -211,3 +334,14 @@ def read_predictions(url: str | None = None, # SQLAlchemy URL; None: SQLite at `
     frame = frame.sort_values("id", ignore_index=True) if last is not None else frame
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame.astype({"id": "int64", "prob_fake": "float64", "latency_ms": "float64", "flagged": "bool"})
+
+# %% ../nbs/06a_predlog.ipynb #203636b5
+@patch
+def prune(self: PredictionLog, older_than: timedelta | None = None) -> int:
+    "Delete rows logged more than `older_than` ago (default `retention_days`; 0 keeps all); the number deleted."
+    age = older_than if older_than is not None else timedelta(days=self.retention_days) if self.retention_days else None
+    if age is None: return 0
+    with self.engine.begin() as conn:
+        deleted = conn.execute(predictions.delete().where(predictions.c.ts < datetime.now(timezone.utc) - age)).rowcount
+    if deleted: self._log.info(f"deleted {deleted} predictions older than {age} from {self.engine.url!r}")
+    return deleted
