@@ -13,7 +13,7 @@ import importlib.util
 import io
 import json
 import os
-import tempfile
+import re
 import threading
 import time
 import uuid
@@ -25,28 +25,32 @@ from typing import Annotated, Literal
 import pandas as pd
 from fastcore.basics import patch
 from fastapi import FastAPI, File, Query, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from pydantic import BaseModel, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import __version__
 from .core import LABELS, Config, ModelError, ServeConfig, config_from_dict, config_to_dict, get_logger, override
 from .predict import Predictor
-from .predlog import PredictionLog, default_url
+from .predlog import LogFull, PredictionLog, dead_letter_path, default_url
 from .prepare import clean_title, load_splits
 from .registry import resolve
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 import gradio as gr
 import uvicorn
+from gradio.utils import get_upload_folder
 
 # %% auto #0
 __all__ = ['REST_ROUTES', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor', 'RequestError', 'check_titles',
-           'ServeMetrics', 'Service', 'check_filename', 'read_titles_csv', 'occlusion', 'PredictRequest', 'Prediction',
-           'PredictResponse', 'MetricsMiddleware', 'build_api', 'example_titles', 'build_ui', 'build_app',
-           'run_in_thread', 'app_from_env', 'serve']
+           'ServeMetrics', 'Service', 'check_filename', 'read_titles_csv', 'explained_words', 'occlusion',
+           'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api',
+           'example_titles', 'uploaded_file', 'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -72,6 +76,8 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message); self.status = status
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # C0 controls but tab, LF, CR; DEL; lone surrogates
+
 def check_titles(titles, limits: ServeConfig, # the server's limits
                  max_titles: int | None = None, # default `limits.max_titles`
                  name=lambda i: f"title {i}", # how to call title `i` in a message
@@ -86,6 +92,8 @@ def check_titles(titles, limits: ServeConfig, # the server's limits
         if not isinstance(t, str): raise RequestError(f"{name(i)} is {type(t).__name__}, not text")
         if len(t) > limits.max_title_chars:
             raise RequestError(f"{name(i)} has {len(t):,} characters; at most {limits.max_title_chars:,}", 413)
+        if m := _CONTROL.search(t):
+            raise RequestError(f"{name(i)} contains the control character U+{ord(m[0]):04X} (character {m.start() + 1}): remove it")
         if not clean_title(t): raise RequestError(f"{name(i)} is empty")
     return list(titles)
 
@@ -107,6 +115,8 @@ class ServeMetrics:
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
         self.model = Info("fakenews_model", "the model this server answers with", registry=r)
         self.log_pending = Gauge("fakenews_prediction_log_pending", "predictions queued but not stored yet", registry=r)
+        self.log_dead_lettered = Gauge("fakenews_prediction_log_dead_lettered", "predictions the log could not store, kept in its dead-letter file", registry=r)
+        self.log_lost = Gauge("fakenews_prediction_log_lost", "predictions neither the log nor its dead-letter file could take", registry=r)
 
     def route(self, path: str) -> str: return path if path in REST_ROUTES else "ui"
 
@@ -133,13 +143,18 @@ class Service:
 
     def start(self) -> None:
         "Open the log; load the model in the background when none was given (`/ready` says when it is there)."
-        self.log = PredictionLog(self.db_url)
+        s = self.limits
+        self.log = PredictionLog(self.db_url, max_pending=s.log_queue_rows, attempts=s.log_attempts,
+                                 stuck_seconds=s.log_stuck_seconds, retention_days=s.log_retention_days,
+                                 dead_letter=dead_letter_path(self.db_url, self.cfg.paths))
         self.metrics.log_pending.set_function(lambda: self.log.pending)
+        self.metrics.log_dead_lettered.set_function(lambda: self.log.dead_lettered)
+        self.metrics.log_lost.set_function(lambda: self.log.lost)
         if self.predictor is None: threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
         try: self._loaded(load_predictor(self.cfg))
-        except Exception as e:  # reported by /ready; /health stays up so the error can be read
+        except Exception as e:  # /ready says that it failed, the server log says why; /health stays up
             self.error = f"{type(e).__name__}: {e}"; _log.error(f"could not load the model: {self.error}")
 
     def close(self) -> None:
@@ -151,22 +166,35 @@ class Service:
         "`fn(*args)` on the model thread; the result."
         return self._model_thread.submit(fn, *args).result()
 
+    def not_ready(self) -> str | None:
+        "None when the server can answer and store its answers; else why not, in words fit for a client."
+        if self.error: return "the model could not be loaded: the server log says why"
+        if self.predictor is None: return "the model is loading"
+        if self.log is None: return "the prediction log is not open yet"
+        if not self.log.healthy: return "the prediction log is not storing predictions: the server log says why"
+        return None
+
     @property
-    def ready(self) -> bool: return self.predictor is not None and self.log is not None and self.log.alive
+    def ready(self) -> bool: return self.not_ready() is None
 
 # %% ../nbs/06_serve.ipynb #38a9ddda
+_BUSY = "the server is busy storing predictions: try again in a few seconds"
+
 @patch
 def score(self: Service, titles: list[str], source: str) -> tuple[pd.DataFrame, Future]:
     "Score checked `titles`; log them under `source`. (frame[title, prob_fake, label, confidence, uncertain], ids future)"
-    if self.predictor is None: raise RequestError(f"the model is not loaded{': ' + self.error if self.error else ' yet'}", 503)
+    if self.predictor is None: raise RequestError(self.not_ready(), 503)
+    if self.log.pending + len(titles) > self.log.max_pending: raise RequestError(_BUSY, 503)
     start = time.perf_counter()
     frame = self.run_model(self.predictor.predict, titles)
     seconds = time.perf_counter() - start
     lo, hi = self.limits.uncertain
     frame["uncertain"] = (frame.prob_fake > lo) & (frame.prob_fake < hi)
-    ids = self.log.write({"title": t, "prob_fake": float(p), "label": lab, "model_version": self.predictor.name,
-                          "latency_ms": seconds * 1000, "source": source}
-                         for t, p, lab in zip(frame.title, frame.prob_fake, frame.label))
+    try:
+        ids = self.log.write({"title": t, "prob_fake": float(p), "label": lab, "model_version": self.predictor.name,
+                              "latency_ms": seconds * 1000, "source": source}
+                             for t, p, lab in zip(frame.title, frame.prob_fake, frame.label))
+    except LogFull: raise RequestError(_BUSY, 503) from None
     m = self.metrics
     m.batch.observe(len(frame)); m.model_seconds.observe(seconds)
     for label, n in frame.label.value_counts().items(): m.predictions.labels(label, source).inc(int(n))
@@ -188,6 +216,8 @@ def read_titles_csv(data: bytes, limits: ServeConfig, filename: str | None = Non
         raise RequestError(f"the file has more than {limits.max_upload_bytes:,} bytes; split it", 413)
     try: text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e: raise RequestError(f"the file is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); save it as UTF-8") from None
+    if m := _CONTROL.search(text):  # before parsing: pandas silently cuts a field at a NUL
+        raise RequestError(f"line {text.count(chr(10), 0, m.start()) + 1} of the file contains the control character U+{ord(m[0]):04X}: remove it")
     try: frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e: raise RequestError(f"the file is not a readable CSV: {str(e).strip()}") from None
     columns = {str(c).strip().lower(): c for c in frame.columns}
@@ -207,18 +237,31 @@ def predict_frame(self: Service, frame: pd.DataFrame, source: str = "csv") -> pd
     return pd.concat([scored[PREDICTION_COLUMNS].reset_index(drop=True), rest.reset_index(drop=True)], axis=1)
 
 # %% ../nbs/06_serve.ipynb #85dd02d9
-def occlusion(title: str, predict_proba) -> list[tuple[str, float]]:
+def explained_words(words: list[str], tokenizer, max_length: int, most: int) -> int:
+    "How many leading `words` to explain: those whose tokens fit the model's `max_length`-token window, at most `most`."
+    if not words: return 0
+    try: ids = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length).word_ids()
+    except ValueError: return min(most, len(words), max_length - 2)  # a slow tokenizer has no word ids: a word is at least one token
+    return min(most, max((w for w in ids if w is not None), default=-1) + 1)
+
+def occlusion(title: str, predict_proba, # P(fake) of a list of titles
+              n: int | None = None, # explain the first `n` words (None: all); the others get None
+             ) -> list[tuple[str, float | None]]:
     "Each word of `title` with P(fake) of the title minus P(fake) without that word, scored in one batch."
     words = title.split()
     if len(words) < 2: return [(w, float(predict_proba([title])[0]) - 0.5) for w in words]
-    probs = predict_proba([title] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))])
-    return [(w, float(probs[0] - p)) for w, p in zip(words, probs[1:])]
+    n = len(words) if n is None else min(n, len(words))
+    probs = predict_proba([title] + [" ".join(words[:i] + words[i + 1:]) for i in range(n)])
+    return [(w, float(probs[0] - probs[i + 1]) if i < n else None) for i, w in enumerate(words)]
 
 @patch
-def explain(self: Service, title: str) -> list[tuple[str, float]]:
-    "Occlusion attributions of `title`'s words through this service's predictor (not logged: they are not predictions)."
-    if self.predictor is None: raise RequestError("the model is not loaded yet", 503)
-    return self.run_model(occlusion, title, self.predictor.predict_proba)
+def explain(self: Service, title: str) -> list[tuple[str, float | None]]:
+    "Occlusion attributions of `title`'s words inside the model's window (not logged: they are not predictions)."
+    if self.predictor is None: raise RequestError(self.not_ready(), 503)
+    p, most = self.predictor, self.limits.max_explained_words
+    def attributions():  # on the model thread: the fast tokenizer must not run in two threads at once
+        return occlusion(title, p.predict_proba, explained_words(title.split(), p.tokenizer, p.max_length, most))
+    return self.run_model(attributions)
 
 # %% ../nbs/06_serve.ipynb #f9819f1d
 class PredictRequest(BaseModel):
@@ -240,10 +283,19 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return frame[PREDICTION_COLUMNS].to_dict("records")
 
 # %% ../nbs/06_serve.ipynb #740f4c43
+def body_limit(limits: ServeConfig) -> int:
+    "Bytes a request body may have, on every route: the largest upload plus room for its multipart envelope."
+    return limits.max_upload_bytes + 64 * 1024
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"the request body has more than {limit:,} bytes: send less (split a CSV file)"}, 413)
+
 class MetricsMiddleware:
-    "ASGI middleware: refuse bodies over the size limit, count requests by route and status, time them."
+    "ASGI middleware: limit request bodies (declared and chunked), count requests by route and status, time them."
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
+        self.limit = body_limit(service.limits)
+        self.limited = RequestBodyLimitMiddleware(app, max_body_size=self.limit)  # counts the bytes of every body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
@@ -254,11 +306,9 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start": status = message["status"]
             await send(message)
         try:
-            size = dict(scope["headers"]).get(b"content-length")
-            limit = self.service.limits.max_upload_bytes + 64 * 1024  # room for the multipart envelope
-            if route != "ui" and size and size.isdigit() and int(size) > limit:
-                await JSONResponse({"detail": f"the request body has {int(size):,} bytes; at most {limit:,}"}, 413)(scope, receive, send_status)
-            else: await self.app(scope, receive, send_status)
+            size = dict(scope["headers"]).get(b"content-length", b"")
+            if size.isdigit() and int(size) > self.limit: await _too_large(self.limit)(scope, receive, send_status)
+            else: await self.limited(scope, receive, send_status)
         finally:
             metrics.requests.labels(route, str(status)).inc()
             if route != "ui": metrics.latency.labels(route).observe(time.perf_counter() - start)
@@ -289,6 +339,9 @@ def build_api(service: Service) -> FastAPI:
     app.add_middleware(MetricsMiddleware, service=service)
     app.add_exception_handler(RequestError, lambda request, exc: _error(exc.status, str(exc)))
     app.add_exception_handler(RequestValidationError, lambda request, exc: _error(422, _validation_message(exc)))
+    async def too_large(request, exc: HTTPException):  # the body limit, met while FastAPI reads a body: our sentence
+        return _too_large(body_limit(service.limits)) if exc.status_code == 413 else await http_exception_handler(request, exc)
+    app.add_exception_handler(HTTPException, too_large)
 
     @app.post("/predict", response_model=PredictResponse, tags=["predict"])
     def predict(body: PredictRequest) -> dict:
@@ -317,8 +370,9 @@ def build_api(service: Service) -> FastAPI:
     @app.get("/ready", tags=["operations"])
     def ready():
         "Readiness: the model is loaded and the prediction log is writing."
-        if service.ready: return {"status": "ready", "model": service.predictor.name}
-        return JSONResponse({"status": "failed" if service.error else "loading", "detail": service.error}, status_code=503)
+        if (why := service.not_ready()) is None: return {"status": "ready", "model": service.predictor.name}
+        loading = service.predictor is None and not service.error
+        return JSONResponse({"status": "loading" if loading else "failed", "detail": why}, status_code=503)
 
     @app.get("/metrics", tags=["operations"])
     def metrics() -> Response:
@@ -340,6 +394,13 @@ def example_titles(cfg: Config, n: int = 6) -> list[str]:
     return pd.concat(picks).title.tolist() or BUILTIN_EXAMPLES
 
 # %% ../nbs/06_serve.ipynb #0bcd58a1
+def uploaded_file(path: str | os.PathLike) -> Path:
+    "`path` resolved, when it names a file Gradio received as an upload (in its upload folder); else a RequestError."
+    root, file = Path(get_upload_folder()).resolve(), Path(path).resolve()
+    if not file.is_relative_to(root) or not file.is_file():
+        raise RequestError("upload the CSV file through the app: the server reads no other file")
+    return file
+
 @patch
 def ui_predict(self: Service, title: str):
     "Gradio: (label confidences, verdict, highlighted words, key of the logged prediction) for one headline."
@@ -351,8 +412,8 @@ def ui_predict(self: Service, title: str):
     p, row = float(frame.prob_fake[0]), frame.iloc[0]
     verdict = (f"**uncertain** ({row.label} at {row.confidence:.0%}, inside the uncertain band)" if row.uncertain
                else f"**{row.label}** ({row.confidence:.0%} confident)")
-    scale = max([abs(s) for _, s in words] + [1e-9])
-    highlights = [x for w, s in words for x in ((w, round(s / scale, 3)), (" ", None))][:-1]
+    scale = max([abs(s) for _, s in words if s is not None] + [1e-9])
+    highlights = [x for w, s in words for x in ((w, None if s is None else round(s / scale, 3)), (" ", None))][:-1]
     key = uuid.uuid4().hex
     with self._lock:  # Gradio calls handlers from several threads
         self._recent[key] = ids
@@ -362,9 +423,11 @@ def ui_predict(self: Service, title: str):
 @patch
 def ui_flag(self: Service, key: str | None) -> str:
     "Gradio: flag the session's last prediction as wrongly labelled."
-    with self._lock: ids = self._recent.pop(key, None) if key else None
+    with self._lock: ids = self._recent.pop(key, None) if isinstance(key, str) else None
     if ids is None: return "Nothing to flag yet: check a headline first."
-    [row_id] = ids.result(timeout=30)
+    try: [row_id] = ids.result(timeout=30)
+    except Exception as e:  # dead-lettered, or still not stored
+        _log.warning(f"could not flag a prediction: {e}"); return "This prediction could not be stored, so it cannot be flagged."
     self.log.flag(row_id)
     return f"Flagged prediction {row_id} as wrongly labelled. Thank you."
 
@@ -372,11 +435,13 @@ def ui_flag(self: Service, key: str | None) -> str:
 def ui_batch(self: Service, path: str | None):
     "Gradio: (table, CSV file path) for an uploaded CSV file."
     if not path: raise gr.Error("upload a CSV file with a `title` column")
-    path = Path(path)
-    if path.stat().st_size > self.limits.max_upload_bytes: raise gr.Error(f"the file has more than {self.limits.max_upload_bytes:,} bytes")
-    try: frame = self.predict_frame(read_titles_csv(path.read_bytes(), self.limits, path.name), "csv")
+    try:
+        file = uploaded_file(path)
+        if file.stat().st_size > self.limits.max_upload_bytes: raise RequestError(f"the file has more than {self.limits.max_upload_bytes:,} bytes")
+        frame = self.predict_frame(read_titles_csv(file.read_bytes(), self.limits, file.name), "csv")
     except RequestError as e: raise gr.Error(str(e)) from None
-    out = Path(tempfile.mkdtemp(prefix="fakenews-")) / "predictions.csv"
+    out = Path(get_upload_folder()) / "fakenews-batch" / f"predictions-{uuid.uuid4().hex[:12]}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     return frame, str(out)
 
@@ -388,9 +453,14 @@ def _monitor_hook(name: str):
     except Exception as e:  # a broken monitoring install must not take serving down
         _log.warning(f"fakenews.monitor does not import ({type(e).__name__}: {e}): serving without its {name}"); return None
 
+def _delete_cache(limits: ServeConfig) -> tuple[int, int]:
+    "Gradio's `delete_cache`: (every how many seconds, files older than how many seconds) from the retention."
+    age = max(1, round(limits.temp_retention_minutes * 60))
+    return min(age, 600), age
+
 def build_ui(service: Service) -> gr.Blocks:
-    "The Gradio app over `service`."
-    with gr.Blocks(title="fakenews") as ui:
+    "The Gradio app over `service`, its queue bounded."
+    with gr.Blocks(title="fakenews", delete_cache=_delete_cache(service.limits)) as ui:
         gr.Markdown("# Is this headline fake?\nA fine-tuned classifier of news headlines. It judges wording, not facts: "
                     "treat its answer as a hint, and an *uncertain* one as no answer.")
         key = gr.State(None)
@@ -399,7 +469,8 @@ def build_ui(service: Service) -> gr.Blocks:
                 with gr.Column():
                     title = gr.Textbox(label="Headline", placeholder="Paste a news headline", lines=2, elem_id="headline")
                     check = gr.Button("Check", variant="primary", elem_id="check")
-                    gr.Examples(examples=[[t] for t in example_titles(service.cfg)], inputs=[title], label="Examples from the test split")
+                    gr.Examples(examples=[[t] for t in example_titles(service.cfg)], inputs=[title], label="Examples from the test split",
+                                api_visibility="private")
                 with gr.Column():
                     label = gr.Label(label="Prediction", num_top_classes=2, elem_id="label")
                     verdict = gr.Markdown(elem_id="verdict")
@@ -409,8 +480,8 @@ def build_ui(service: Service) -> gr.Blocks:
                     flagged = gr.Markdown()
             outputs = [label, verdict, why, key]
             check.click(service.ui_predict, [title], outputs, api_name="classify")
-            title.submit(service.ui_predict, [title], outputs, api_name=False)
-            flag.click(service.ui_flag, [key], [flagged], api_name=False)
+            title.submit(service.ui_predict, [title], outputs, api_visibility="private")
+            flag.click(service.ui_flag, [key], [flagged], api_visibility="private")
         with gr.Tab("Batch (CSV)"):
             upload = gr.File(label="CSV file with a `title` column", file_types=[".csv"], type="filepath")
             run = gr.Button("Score the file", variant="primary")
@@ -422,8 +493,8 @@ def build_ui(service: Service) -> gr.Blocks:
                 try: tab(service.cfg, service.db_url)
                 except Exception as e:
                     _log.warning(f"the monitoring tab failed: {type(e).__name__}: {e}")
-                    gr.Markdown(f"The monitoring tab could not be built: `{type(e).__name__}: {e}`")
-    return ui
+                    gr.Markdown("The monitoring tab could not be built: the server log says why.")
+    return ui.queue(max_size=service.limits.queue_size)
 
 def build_app(cfg: Config | None = None, # the config; its `serve` section above all
               predictor: Predictor | None = None, # a loaded predictor; None: load `model_ref(cfg)` in the background
@@ -434,8 +505,12 @@ def build_app(cfg: Config | None = None, # the config; its `serve` section above
     if hook := _monitor_hook("register_metrics"):
         try: hook(service.metrics.registry, service.cfg, service.db_url)
         except Exception as e: _log.warning(f"monitoring metrics not registered: {type(e).__name__}: {e}")
-    return gr.mount_gradio_app(app, build_ui(service), path="/", max_file_size=service.limits.max_upload_bytes,
-                               footer_links=["api"], run_history=False)
+    ui = build_ui(service)
+    app = gr.mount_gradio_app(app, ui, path="/", max_file_size=service.limits.max_upload_bytes,
+                              footer_links=["api"], run_history=False, show_error=False, enable_monitoring=False,
+                              mcp_server=False, allowed_paths=[], blocked_paths=[str(service.cfg.paths.home)])
+    ui.has_launched = True  # Gradio checks that request files were uploaded only once launched: a mounted app never is
+    return app
 
 # %% ../nbs/06_serve.ipynb #f8f036db
 @contextlib.contextmanager
@@ -465,8 +540,9 @@ def serve(cfg: Config | None = None) -> None:
     cfg = cfg or Config()
     s = cfg.serve
     ref = model_ref(cfg)  # ModelError here, before any server starts
-    cfg = override(cfg, {"serve.model": ref})
-    print(f"serving {resolve(ref, cfg.paths).ref} ({ref}) at http://{s.host}:{s.port}  (docs: /docs, metrics: /metrics)", flush=True)
+    version = resolve(ref, cfg.paths).ref  # every worker serves this version, whatever the alias points at later
+    cfg = override(cfg, {"serve.model": version})
+    print(f"serving {version} ({ref}) at http://{s.host}:{s.port}  (docs: /docs, metrics: /metrics)", flush=True)
     if s.workers == 1:
         uvicorn.run(build_app(cfg, load_predictor(cfg)), host=s.host, port=s.port, log_level="warning")
     else:
