@@ -13,9 +13,12 @@ import hmac
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,10 +28,11 @@ from .predict import Predictor
 from .prepare import clean_title, load_splits
 
 # %% auto #0
-__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'GAUGES', 'TOKEN_ENV', 'MonitorError', 'parse_since',
-           'read_window', 'text_descriptors', 'reference_frame', 'window_frame', 'drift_report', 'summarize',
-           'monitoring_dir', 'latest_report', 'monitor_report', 'summary_markdown', 'MonitorCollector',
-           'register_metrics', 'check_token', 'report_views', 'monitoring_tab', 'bench_monitor']
+__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'GAUGES', 'TOKEN_ENV', 'MIN_TOKEN_CHARS', 'REPORT_CSP',
+           'MonitorError', 'parse_since', 'read_window', 'write_atomic', 'text_descriptors', 'reference_frame',
+           'window_frame', 'script_safe', 'drift_report', 'summarize', 'logged_model', 'monitoring_dir',
+           'latest_report', 'monitor_report', 'summary_markdown', 'prune_reports', 'MonitorCollector',
+           'register_metrics', 'check_token', 'report_frame', 'report_views', 'monitoring_tab', 'bench_monitor']
 
 # %% ../nbs/07_monitor.ipynb #68ec5879
 log = get_logger(__name__)
@@ -69,6 +73,22 @@ def read_window(db_url: str | None, # SQLAlchemy URL of the prediction log; None
                            "wait for more traffic, widen --window/--since, or lower monitor.min_rows")
     return frame
 
+# %% ../nbs/07_monitor.ipynb #54342703
+def write_atomic(path: str | os.PathLike, # the file to (re)write
+                 content: str | Callable[[Path], object], # the text, or a function that writes the file at the path it is given
+                ) -> Path:
+    "Write `path` so that readers see the old file or the new one, never part of one."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(content): os.close(fd); content(Path(tmp))
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
+
 # %% ../nbs/07_monitor.ipynb #fb4e8ebb
 DESCRIPTORS = {"length": "characters", "words": "words (split on white space)",
                "non_letter_share": "share of characters that are not letters (digits, punctuation, spaces)",
@@ -100,6 +120,7 @@ def reference_frame(predictor: Predictor, cfg: Config) -> tuple[pd.DataFrame, np
                       fingerprint, mcfg.reference_rows, mcfg.seed])
     cache = paths.reports / "monitoring" / "reference" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
     if cache.is_file():
+        os.utime(cache)  # in use: retention counts from the last report that read it
         cached = pd.read_parquet(cache)
         emb_cols = [c for c in cached if c.startswith("e") and c[1:].isdigit()]
         return cached.drop(columns=emb_cols), cached[emb_cols].to_numpy(np.float32)
@@ -110,8 +131,7 @@ def reference_frame(predictor: Predictor, cfg: Config) -> tuple[pd.DataFrame, np
         prob_fake=scored.prob_fake.to_numpy(), label=scored.label.to_numpy())
     emb = predictor.embed(titles)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([frame, _embedding_frame(emb)], axis=1).to_parquet(cache.with_suffix(".tmp"))
-    cache.with_suffix(".tmp").replace(cache)  # a half-written cache is never read
+    write_atomic(cache, pd.concat([frame, _embedding_frame(emb)], axis=1).to_parquet)  # concurrent reports: one wins, none tears
     return frame, emb
 
 def window_frame(window: pd.DataFrame, predictor: Predictor, mcfg: MonitorConfig) -> tuple[pd.DataFrame, np.ndarray]:
@@ -123,6 +143,11 @@ def window_frame(window: pd.DataFrame, predictor: Predictor, mcfg: MonitorConfig
     frame = pd.concat([pd.DataFrame({"title": titles}), text_descriptors(titles)], axis=1).assign(
         prob_fake=rows.prob_fake.to_numpy()[keep], label=rows.label.to_numpy()[keep])
     return frame, predictor.embed(titles)
+
+# %% ../nbs/07_monitor.ipynb #6e7a41bf
+def script_safe(titles: pd.Series) -> pd.Series:
+    "`titles` with `<` as `＜`, so that none can end the `<script>` block Evidently embeds its data in."
+    return titles.str.replace("<", "\uff1c", regex=False)
 
 # %% ../nbs/07_monitor.ipynb #3cc743dd
 MONITORED = [*DESCRIPTORS, "title", "prob_fake", "label"]  # the columns whose drift share decides "drift detected"
@@ -142,6 +167,7 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, ref_emb: np.nda
     emb_cols = [f"pc{i}" for i in range(pca.n_components_)]
     def dataset(frame, emb):
         frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame(pca.transform(emb), columns=emb_cols)], axis=1)
+        frame["title"] = script_safe(frame.title)
         return Dataset.from_pandas(frame, data_definition=DataDefinition(
             numerical_columns=[*DESCRIPTORS, "prob_fake"], categorical_columns=["label"], text_columns=["title"],
             embeddings={EMBEDDING: emb_cols}))
@@ -186,17 +212,30 @@ def summarize(snapshot, mcfg: MonitorConfig) -> dict:
             "rows_analysed": int(quality["RowCount"]), "duplicated_rows": int(quality["DuplicatedRowCount"]),
             "tests": {"total": len(result["tests"]), "failed": failed}}
 
+# %% ../nbs/07_monitor.ipynb #51a5b69c
+_VERSION_REF = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:v[0-9]+$")
+
+def logged_model(rows: pd.DataFrame) -> str:
+    "The registry version that served the newest of `rows`, when it names one (`name:vN`); else a `MonitorError`."
+    ref = str(rows.model_version.iloc[-1])
+    if not _VERSION_REF.match(ref):
+        raise MonitorError(f"the newest logged prediction names {ref[:100]!r}, not a registry version (name:vN): "
+                           "name the model to monitor with --model")
+    return ref
+
 # %% ../nbs/07_monitor.ipynb #dd4a21ec
 def monitoring_dir(paths: Paths) -> Path: return paths.reports / "monitoring"
 
 def latest_report(paths: Paths) -> dict | None:
-    "The summary of the newest monitoring report under `paths`, or None."
+    "The summary of the newest readable monitoring report under `paths`, or None."
     folder = monitoring_dir(paths)
-    found = sorted(folder.glob("*/summary.json")) if folder.is_dir() else []
-    return json.loads(found[-1].read_text()) if found else None
+    for found in sorted(folder.glob("*/summary.json"), reverse=True) if folder.is_dir() else []:
+        try: return json.loads(found.read_text())
+        except (OSError, ValueError) as e: log.warning(f"skipping the unreadable monitoring summary {found}: {e}")
+    return None
 
 def monitor_report(cfg: Config | None = None, # the config (its `monitor` section, the artifact root)
-                   model: str | None = None, # registry reference; None: the model that served the newest row of the window
+                   model: str | None = None, # registry reference; None: the version that served the newest row (`logged_model`)
                    window: int | None = None, # the newest this many rows; None: `cfg.monitor.window` unless `since`
                    since: str | datetime | None = None, # only rows since this time (ISO, or a span such as 24h)
                    db_url: str | None = None, # the prediction log; None: `cfg.serve.db_url`, else the SQLite log of the root
@@ -206,7 +245,7 @@ def monitor_report(cfg: Config | None = None, # the config (its `monitor` sectio
     cfg = cfg or Config(); mcfg, paths = cfg.monitor, cfg.paths
     started = time.perf_counter()
     rows = read_window(db_url or cfg.serve.db_url or default_url(paths), mcfg, window, since)
-    predictor = Predictor.load(model or rows.model_version.iloc[-1], paths)
+    predictor = Predictor.load(model or logged_model(rows), paths)
     served = rows.model_version == predictor.name
     others = rows.model_version[~served].value_counts().to_dict()
     if served.sum() < mcfg.min_rows:
@@ -228,7 +267,8 @@ def monitor_report(cfg: Config | None = None, # the config (its `monitor` sectio
                           "last": rows.ts[served].iloc[-1].isoformat(timespec="seconds")},
                "reference": {"split": "valid", "rows": len(reference)},
                **summarize(snapshot, mcfg), "seconds": round(time.perf_counter() - started, 2)}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")  # last: a summary means a complete report
+    prune_reports(paths, mcfg)
     return summary
 
 def summary_markdown(summary: dict) -> str:
@@ -247,6 +287,22 @@ def summary_markdown(summary: dict) -> str:
         table.to_markdown(index=False, floatfmt=".3f"), "",
         f"Tests: {summary['tests']['total'] - len(failed)} of {summary['tests']['total']} passed" + (f"; failed: {'; '.join(failed)}." if failed else "."),
         "", f"Report: {summary['folder']}/report.html"])
+
+# %% ../nbs/07_monitor.ipynb #2ab92322
+_REPORT_FOLDER = re.compile(r"^\d{8}-\d{6}-\d{6}$")
+
+def prune_reports(paths: Paths, mcfg: MonitorConfig, now: datetime | None = None) -> list[Path]:
+    "Delete the report folders older than `mcfg.report_retention_days` but the newest, and as stale reference caches; the folders deleted."
+    folder = monitoring_dir(paths)
+    if not mcfg.report_retention_days or not folder.is_dir(): return []
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=mcfg.report_retention_days)
+    reports = sorted(p for p in folder.iterdir() if p.is_dir() and _REPORT_FOLDER.match(p.name))
+    removed = [p for p in reports[:-1] if datetime.strptime(p.name, "%Y%m%d-%H%M%S-%f").replace(tzinfo=timezone.utc) < cutoff]
+    for p in removed: shutil.rmtree(p, ignore_errors=True)
+    for cache in (folder / "reference").glob("*") if (folder / "reference").is_dir() else []:
+        if cache.is_file() and cache.stat().st_mtime < cutoff.timestamp(): cache.unlink(missing_ok=True)
+    if removed: log.info(f"deleted {len(removed)} monitoring reports older than {mcfg.report_retention_days:g} days")
+    return removed
 
 # %% ../nbs/07_monitor.ipynb #2ef53a68
 GAUGES = {  # gauge name -> (help, value from a summary)
@@ -269,7 +325,9 @@ class MonitorCollector:
         summary = latest_report(self.paths)
         for name, (doc, value) in GAUGES.items():
             gauge = GaugeMetricFamily(name, doc, labels=["model"])
-            if summary is not None: gauge.add_metric([summary["model"]], float(value(summary)))
+            if summary is not None:
+                try: gauge.add_metric([str(summary["model"])], float(value(summary)))
+                except (KeyError, TypeError, ValueError): pass  # a summary of another shape: no sample rather than a failed scrape
             yield gauge
 
     def describe(self):
@@ -288,41 +346,68 @@ def register_metrics(registry=None, # a prometheus_client CollectorRegistry; Non
 
 # %% ../nbs/07_monitor.ipynb #d614907a
 TOKEN_ENV = "FAKENEWS_MONITOR_TOKEN"
+MIN_TOKEN_CHARS = 16
 
 def check_token(given: str | None) -> str | None:
     "None when `given` matches `$FAKENEWS_MONITOR_TOKEN`, else why not (compared in constant time)."
     expected = os.environ.get(TOKEN_ENV)
-    if not expected: return f"report generation is off: set {TOKEN_ENV} on the server to enable it"
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()): return "wrong token"
+    if not expected: return f"the monitoring tab is off: set {TOKEN_ENV} on the server to enable it"
+    if len(expected) < MIN_TOKEN_CHARS: return f"the monitoring tab is off: {TOKEN_ENV} must have at least {MIN_TOKEN_CHARS} characters"
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()): return "wrong token"
     return None
 
+REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+              "img-src data: blob:; font-src data:")  # the page's inline code and data (Evidently needs no eval), no network
+
+def report_frame(page: str) -> str:
+    "An HTML page in an iframe that cannot reach the app (sandboxed, without same-origin) nor the network (CSP)."
+    page = f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">' + page  # first: before any script
+    return (f'<iframe title="Evidently report" sandbox="allow-scripts" referrerpolicy="no-referrer" '
+            f'style="width:100%;height:900px;border:0" srcdoc="{html.escape(page)}"></iframe>')
+
+# %% ../nbs/07_monitor.ipynb #c2e5f7d9
 def report_views(paths: Paths) -> tuple[str, str, str | None]:
-    "Markdown summary, iframe HTML and report path of the newest report (placeholders when there is none)."
+    "Markdown summary, sandboxed iframe and report path of the newest report (placeholders when there is none)."
     summary = latest_report(paths)
     if summary is None: return "No monitoring report yet.", "", None
     page = Path(summary["folder"]) / "report.html"
-    frame = (f'<iframe title="Evidently report" style="width:100%;height:900px;border:0" srcdoc="{html.escape(page.read_text())}"></iframe>'
-             if page.is_file() else "")
-    return summary_markdown(summary), frame, str(page) if page.is_file() else None
+    if not page.is_file(): return summary_markdown(summary), "", None
+    return summary_markdown(summary), report_frame(page.read_text()), str(page)
 
 def monitoring_tab(cfg: Config, db_url: str | None = None) -> None:
-    "Gradio components of the app's monitoring tab (call inside a `gr.Tab`)."
+    "Gradio components of the app's monitoring tab (call inside a `gr.Tab`): nothing shown without the token."
     import gradio as gr
+    from gradio.utils import get_upload_folder
+    nothing = ("", "", None)
+    def offered(views):  # the download: a copy among Gradio's temporary files (it serves nothing from the artifact root)
+        text, frame, page = views
+        if page is None: return views
+        copy = Path(get_upload_folder()) / "fakenews-reports" / f"report-{os.urandom(6).hex()}.html"
+        copy.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(page, copy)
+        return text, frame, str(copy)
+    def show(token):
+        if (why := check_token(token)) is not None: gr.Warning(why); return nothing
+        return offered(report_views(cfg.paths))
     def generate(token, window):
-        if (why := check_token(token)) is not None: gr.Warning(why); return report_views(cfg.paths)
+        if (why := check_token(token)) is not None: gr.Warning(why); return nothing
         try: monitor_report(cfg, window=int(window) if window else None, db_url=db_url)
-        except Exception as e: gr.Warning(f"no report: {e}"); log.warning("monitoring report failed: %s", e)
-        return report_views(cfg.paths)
+        except MonitorError as e: gr.Warning(f"no report: {e}")
+        except Exception: log.exception("the monitoring report failed"); gr.Warning("no report: it failed, the server log says why")
+        return offered(report_views(cfg.paths))
+    enabled = check_token(None) == "wrong token"  # a token of a sound length is set
     gr.Markdown("Drift of the logged headlines against the validation split: descriptors, text, the model's embeddings and "
-                "its predictions (see the monitoring chapter).")
+                "its predictions (see the monitoring chapter). Reports quote logged headlines: they are shown only with the "
+                f"token in `{TOKEN_ENV}`" + ("." if enabled else ", which is not set (or too short) on this server: the tab is off."))
     with gr.Row():
+        token = gr.Textbox(type="password", label=f"token ({TOKEN_ENV})", interactive=enabled, elem_id="monitor-token")
         window = gr.Number(value=cfg.monitor.window, precision=0, minimum=1, label="window: newest logged predictions")
-        token = gr.Textbox(type="password", label=f"token ({TOKEN_ENV})", interactive=bool(os.environ.get(TOKEN_ENV)))
-        button = gr.Button("Generate report", variant="primary", interactive=bool(os.environ.get(TOKEN_ENV)))
-    summary = gr.Markdown(lambda: report_views(cfg.paths)[0])
-    page = gr.HTML(lambda: report_views(cfg.paths)[1])
-    download = gr.File(lambda: report_views(cfg.paths)[2], label="report.html")
-    button.click(generate, [token, window], [summary, page, download], concurrency_limit=1)
+    with gr.Row():
+        show_button = gr.Button("Show the newest report", interactive=enabled, elem_id="monitor-show")
+        generate_button = gr.Button("Generate a report", variant="primary", interactive=enabled, elem_id="monitor-generate")
+    outputs = [gr.Markdown(elem_id="monitor-summary"), gr.HTML(elem_id="monitor-report"), gr.File(label="report.html")]
+    show_button.click(show, [token], outputs, api_name="monitor_show", api_visibility="private")
+    generate_button.click(generate, [token, window], outputs, api_name="monitor_generate", api_visibility="private",
+                          concurrency_limit=1)
 
 # %% ../nbs/07_monitor.ipynb #4b5d0961
 def bench_monitor(rows: int = 10_000, # logged predictions to report on
@@ -345,7 +430,7 @@ def bench_monitor(rows: int = 10_000, # logged predictions to report on
         served = predictor.predict(pool)
         served = served.sample(rows, replace=rows > len(served), random_state=seed)
         now = datetime.now(timezone.utc)
-        with PredictionLog(default_url(cfg.paths)) as plog:
+        with PredictionLog(default_url(cfg.paths), max_pending=max(rows, 10_000)) as plog:  # one write of every row
             plog.write([{"title": r.title, "prob_fake": float(r.prob_fake), "label": r.label, "model_version": predictor.name,
                          "source": "api", "ts": now - timedelta(seconds=rows - i)} for i, r in enumerate(served.itertuples())])
         times = {}
