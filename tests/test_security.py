@@ -388,15 +388,19 @@ def test_gradio_queue_is_bounded(server):
     blocker.start()  # the model is busy: Gradio events wait in its queue
     try:
         time.sleep(0.2)
-        statuses = []
-        def call(i): statuses.append(requests.post(f"{url}/gradio_api/call/classify", json={"data": [f"queued {i}"]}, timeout=30).status_code)
+        responses = []
+        def call(i): responses.append(requests.post(f"{url}/gradio_api/call/classify", json={"data": [f"queued {i}"]}, timeout=30))
         callers = [threading.Thread(target=call, args=(i,)) for i in range(12)]
         for c in callers: c.start()
         for c in callers: c.join()
+        statuses = [r.status_code for r in responses]
         assert statuses.count(503) > 0, statuses  # queue_size=4: the rest are refused, not queued without end
         assert set(statuses) <= {200, 503}, statuses
     finally:
         blocker.join()
+    for r in responses:  # the queued events run once the model is free: wait for each, so later tests see a quiet server
+        if r.status_code == 200:
+            assert "event: complete" in requests.get(f"{url}/gradio_api/call/classify/{r.json()['event_id']}", timeout=60).text
 
 
 @pytest.fixture
