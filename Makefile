@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Prepare ISOT + FakeNewsNet, fine-tune the packaged MiniLM (papermill run record), make it `production`,
-# then calibrate and evaluate it (report under artifacts/reports/, model card in its registry folder),
+# then evaluate it with the calibration fitted at registration (report and model card under artifacts/reports/),
 # distil a 3-layer student (one epoch) and register int8 / ONNX variants of both, benchmark them against
 # transformers.pipeline and point `serving` at the fastest one within a point of the teacher's F1.
 # Ends serving the default model (the `serving` alias, else `production`) at http://127.0.0.1:7860 until Ctrl-C.

@@ -21,8 +21,8 @@ from .prepare import prepare_data
 # %% auto #0
 __all__ = ['COMMAND_HOOKS', 'cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list',
            'cmd_registry_promote', 'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress',
-           'cmd_bench_infer', 'cmd_serve', 'cmd_monitor_report', 'cmd_bench_monitor', 'build_parser', 'main',
-           'cmd_space_build', 'cmd_space_push', 'add_space_commands']
+           'cmd_bench_infer', 'cmd_serve', 'cmd_monitor_report', 'cmd_bench_monitor', 'cmd_registry_push',
+           'build_parser', 'main', 'cmd_space_build', 'cmd_space_push', 'add_space_commands']
 
 # %% ../nbs/08_cli.ipynb #7b1466fd
 def _config(args: argparse.Namespace) -> Config:
@@ -128,8 +128,9 @@ def cmd_evaluate(args) -> int:
     report = evaluate_model(args.model, cfg, data=args.data or [], calibrate=not args.no_calibrate)
     cal = report["calibration"]
     print(results_tables(report).split("\n\nEvery metric")[0])
-    print(f"\ntemperature {cal['temperature']:.3f}; test ECE {cal['ece_test_raw']:.4f} -> {cal['ece_test']:.4f}")
-    print(f"report: {report['folder']}/report.md")
+    stored = "stored at registration" if cal.get("stored") else "none stored: raw probabilities"
+    print(f"\ntemperature {cal['temperature']:.3f} ({stored}); test ECE {cal['ece_test_raw']:.4f} -> {cal['ece_test']:.4f}")
+    print(f"report: {report['folder']}/report.md  (model card: {report['folder']}/model_card.md)")
     return 0
 
 def cmd_bench_train(args) -> int:
@@ -195,6 +196,32 @@ def cmd_bench_monitor(args) -> int:
           f"{result['seconds_cold']:.1f} s with the reference to build, {result['seconds_cached']:.1f} s with it cached")
     return 0
 
+# %% ../nbs/08_cli.ipynb #61de8e0e
+def cmd_registry_push(args) -> int:
+    "Publish a registered version and its ONNX variants on the Hugging Face Hub, or lay the repository out in a folder."
+    from fakenews.hub import push
+    pushed = push(args.ref, args.repo, Config(home=args.home).paths, revision=args.revision, private=args.private,
+                  to_folder=args.to_folder, dry_run=args.dry_run)
+    print(pushed.files.assign(sha256=pushed.files.sha256.str[:12]).to_markdown(index=False))
+    size = f"{len(pushed.files)} files, {pushed.files.bytes.sum() / 1e6:.1f} MB"
+    if args.dry_run: print(f"dry run: {size} would go to {args.repo}; nothing uploaded")
+    elif args.to_folder: print(f"wrote {size} to {pushed.target}: what {args.repo} would hold")
+    else: print(f"pushed {size} to {pushed.target}; serve it with `fakenews serve --model hf:{args.repo}`")
+    return 0
+
+def _add_push_parser(registry) -> None:
+    "Add `fakenews registry push` to the registry subcommands."
+    p = registry.add_parser("push", help="publish a version and its ONNX variants on the Hugging Face Hub")
+    p.add_argument("ref", help="name:vN, vN, name:alias or alias of a registered transformers version")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the Hub model repository (created when missing)")
+    p.add_argument("--revision", help="push to this branch, created when missing (default main)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
+    where.add_argument("--to-folder", metavar="DIR", help="write the repository's files to DIR instead of uploading them")
+    p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
+    p.set_defaults(func=cmd_registry_push)
+
 # %% ../nbs/08_cli.ipynb #725608b1
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
@@ -241,15 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     rs = reg.add_parser("show", help="a version's metadata"); rs.add_argument("ref")
     for p, f in ((rl, cmd_registry_list), (rp, cmd_registry_promote), (rs, cmd_registry_show)):
         p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)"); p.set_defaults(func=f)
+    _add_push_parser(reg)
 
-    ev = stages.add_parser("evaluate", help="calibrate and score a registered model beside baselines; write report and model card")
+    ev = stages.add_parser("evaluate", help="score a registered model beside baselines; write the report and model card under reports/")
     ev.add_argument("--model", default="production", help="registry reference or model folder (default production)")
     ev.add_argument("--data", action="append", metavar="CSV", help="also score a labelled CSV (title, label columns); repeatable")
     ev.add_argument("--behavioural", action="store_true", help="only run the behavioural test suite")
     ev.add_argument("--cross-corpus", action="store_true", help="train on each corpus, test on each (minutes per corpus)")
     ev.add_argument("--model-steps", type=int, default=300, help="training steps per corpus for --cross-corpus (default 300)")
     ev.add_argument("--no-model", action="store_true", help="--cross-corpus with the baselines only")
-    ev.add_argument("--no-calibrate", action="store_true", help="do not fit or store a temperature")
+    ev.add_argument("--no-calibrate", action="store_true", help="score the raw probabilities, not those of the temperature stored at registration")
     _common(ev); ev.set_defaults(func=cmd_evaluate)
 
     bench = stages.add_parser("bench", help="benchmarks (ratios measured in one run)").add_subparsers(dest="command", required=True)

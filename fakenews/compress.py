@@ -22,7 +22,7 @@ from transformers import AutoConfig
 
 from .core import Config, Paths, get_logger, override
 from .evaluate import scores
-from .predict import CALIBRATION_FILE, INT8_FILE, ONNX_FILE, OnnxModel, Predictor, mean_pool, quantize_linear
+from .predict import INT8_FILE, ONNX_FILE, OnnxModel, Predictor, fit_calibration, mean_pool, quantize_linear, save_int8
 from .prepare import load_splits
 from .registry import ModelVersion, load_model, register, resolve
 from .train import train
@@ -58,7 +58,7 @@ class Int8Model:
 
     def save_pretrained(self, folder: Path) -> None:
         self.model.config.save_pretrained(folder)
-        torch.save(self.model.state_dict(), Path(folder) / INT8_FILE)
+        save_int8(self.model, Path(folder) / INT8_FILE)
 
 class OnnxExport:
     "An exported ONNX graph file and the model config it came from; saves as an `onnx` version."
@@ -121,12 +121,13 @@ def _test_metrics(predictor: Predictor, test, source_pred: np.ndarray) -> dict:
     return metrics | {"test/agreement": float(((prob >= 0.5) == source_pred).mean())}
 
 def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | None = None) -> list[ModelVersion]:
-    "Build each of `methods` of registered model `source`, score it on the test split beside the source, register it."
+    "Build each of `methods` of registered model `source`, score and calibrate it beside the source, register it."
     check_methods(methods)
     paths = paths or Paths.from_env()
     model, tokenizer, version = load_model(source, paths)  # once for every method
     max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
-    test = load_splits(paths)["test"]
+    splits = load_splits(paths)
+    valid, test = splits["valid"], splits["test"]
     source_pred = Predictor(model, tokenizer, max_length=max_length).predict_proba(test.title.tolist()) >= 0.5
     made, exported = [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,13 +136,13 @@ def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | 
             else:
                 exported = exported or export_onnx(model, tokenizer, Path(tmp) / ONNX_FILE)  # one export serves both ONNX methods
                 variant = quantize_onnx(exported, Path(tmp) / "int8.onnx") if method == "onnx-int8" else exported
-            metrics = _test_metrics(Predictor(variant.runnable(), tokenizer, max_length=max_length), test, source_pred)
+            predictor = Predictor(variant.runnable(), tokenizer, max_length=max_length)
+            metrics, calibration = _test_metrics(predictor, test, source_pred), fit_calibration(predictor, valid, test)
             meta = {k: version.meta[k] for k in ("config", "data_fingerprint") if k in version.meta}
             meta |= {"format": variant.format, "variant": {"method": method, "source": version.ref}, "metrics": metrics}
-            made.append(registered := register(variant, tokenizer, meta, version.name, paths))
-            if (version.path / CALIBRATION_FILE).is_file(): shutil.copyfile(version.path / CALIBRATION_FILE, registered.path / CALIBRATION_FILE)
-            log.info("registered %s: %s of %s, test/f1 %.4f, agreement %.4f", registered.ref, method, version.ref,
-                     metrics["test/f1"], metrics["test/agreement"])
+            made.append(registered := register(variant, tokenizer, meta, version.name, paths, calibration=calibration))
+            log.info("registered %s: %s of %s, test/f1 %.4f, agreement %.4f, temperature %.3f", registered.ref, method,
+                     version.ref, metrics["test/f1"], metrics["test/agreement"], calibration["temperature"])
     return made
 
 # %% ../nbs/05_compress.ipynb #e2c2dc85

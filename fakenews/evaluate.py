@@ -12,35 +12,27 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
-from scipy.optimize import minimize_scalar
 from sklearn.calibration import calibration_curve
 from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from .core import LABELS, Config, DataConfig, get_logger
+from .predict import calibration_error, fit_temperature, softmax  # noqa: F401 (the last two: this chapter's demos, and where callers found them before)
 from .prepare import casing, load_splits, prepare_data
 
 # %% auto #0
-__all__ = ['log', 'BASELINES', 'LENGTH_BINS', 'LENGTH_NAMES', 'CASINGS', 'calibration_error', 'scores', 'fit_temperature',
-           'plot_reliability', 'fit_baselines', 'predict_frame', 'score_table', 'wide', 'add_slices', 'slice_table',
-           'confident_mistakes', 'casing_features', 'casing_stacker', 'corpus_splits', 'cross_corpus']
+__all__ = ['log', 'BASELINES', 'LENGTH_BINS', 'LENGTH_NAMES', 'CASINGS', 'scores', 'plot_reliability', 'fit_baselines',
+           'predict_frame', 'score_table', 'wide', 'add_slices', 'slice_table', 'confident_mistakes', 'casing_features',
+           'casing_stacker', 'corpus_splits', 'cross_corpus']
 
 # %% ../nbs/04_evaluate.ipynb #55195ddb
 log = get_logger(__name__)
 
 # %% ../nbs/04_evaluate.ipynb #7d66dda4
-def calibration_error(labels, prob_fake, n_bins: int = 15) -> float:
-    "Top-label expected calibration error of P(fake) against the labels."
-    p = torch.as_tensor(np.asarray(prob_fake, dtype=np.float64))
-    return float(multiclass_calibration_error(torch.stack([1 - p, p], 1), torch.as_tensor(np.asarray(labels, dtype=np.int64)),
-                                              num_classes=2, n_bins=n_bins, norm="l1"))
-
 def scores(labels, prob_fake, threshold: float = 0.5) -> dict:
     "Accuracy, macro-F1, balanced accuracy, AUROC, ECE and confusion matrix (rows: true real, fake) of P(fake)."
     y, p = np.asarray(labels, dtype=int), np.asarray(prob_fake, dtype=float)
@@ -52,16 +44,6 @@ def scores(labels, prob_fake, threshold: float = 0.5) -> dict:
                 "macro_f1": f1_score(y, pred, average="macro", labels=[0, 1], zero_division=0),
                 "balanced_accuracy": balanced_accuracy_score(y, pred), "auroc": roc_auc_score(y, p) if both else float("nan"),
                 "ece": calibration_error(y, p), "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist()}
-
-# %% ../nbs/04_evaluate.ipynb #752e8e75
-def fit_temperature(logits, labels) -> float:
-    "The temperature T minimising the NLL of softmax(logits / T) on these labels (T in [0.05, 20])."
-    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=int)
-    def nll(log_t: float) -> float:
-        s = z / np.exp(log_t)
-        s = s - s.max(axis=1, keepdims=True)
-        return float(-(s[np.arange(len(y)), y] - np.log(np.exp(s).sum(axis=1))).mean())
-    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
 
 # %% ../nbs/04_evaluate.ipynb #f52701a9
 def plot_reliability(curves: dict[str, tuple], n_bins: int = 10, title: str = "") -> Figure:

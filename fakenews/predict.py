@@ -8,24 +8,27 @@ Docs: https://fakenews-dev.github.io/fakenews/predict.html.md"""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from scipy.optimize import minimize_scalar
 
 from .core import LABELS, ModelError, Paths
 from .prepare import clean_title
-from .registry import ModelVersion, load_model, quiet_hub, resolve
+from .registry import CALIBRATION_FILE, ModelVersion, load_model, quiet_hub, resolve, verify_files
 
 # %% auto #0
-__all__ = ['CALIBRATION_FILE', 'ONNX_FILE', 'INT8_FILE', 'FORMATS', 'check_request', 'softmax', 'mean_pool', 'OnnxModel',
-           'quantize_linear', 'load_int8', 'load_variant', 'Predictor']
+__all__ = ['ONNX_FILE', 'INT8_FILE', 'FORMATS', 'check_request', 'softmax', 'calibration_error', 'fit_temperature', 'mean_pool',
+           'OnnxModel', 'quantize_linear', 'save_int8', 'load_int8', 'load_calibration', 'load_variant', 'Predictor',
+           'fit_calibration']
 
 # %% ../nbs/02b_predict.ipynb #18b5752e
-CALIBRATION_FILE = "calibration.json"  # written by the evaluation stage beside a version's model files
-
 def check_request(titles) -> list[str]:
     "The titles cleaned as the training titles were (`clean_title`); a clear error for a non-text or empty title."
     if isinstance(titles, str): titles = [titles]
@@ -41,9 +44,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
+# %% ../nbs/02b_predict.ipynb #ebb96506
+def calibration_error(labels, prob_fake, n_bins: int = 15) -> float:
+    "Top-label expected calibration error of P(fake) against the labels."
+    from torchmetrics.functional.classification import multiclass_calibration_error  # training extra; serving never calls it
+    p = torch.as_tensor(np.asarray(prob_fake, dtype=np.float64))
+    return float(multiclass_calibration_error(torch.stack([1 - p, p], 1), torch.as_tensor(np.asarray(labels, dtype=np.int64)),
+                                              num_classes=2, n_bins=n_bins, norm="l1"))
+
+# %% ../nbs/02b_predict.ipynb #91b90b62
+def fit_temperature(logits, labels) -> float:
+    "The temperature T minimising the NLL of softmax(logits / T) on these labels (T in [0.05, 20])."
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=int)
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(axis=1, keepdims=True)
+        return float(-(s[np.arange(len(y)), y] - np.log(np.exp(s).sum(axis=1))).mean())
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded").x))
+
 # %% ../nbs/02b_predict.ipynb #cfb354f4
 ONNX_FILE = "model.onnx"  # an exported variant's graph, beside its config and tokenizer files
-INT8_FILE = "model-int8.pt"  # a torch dynamic-int8 variant's quantised weights
+INT8_FILE = "model-int8.safetensors"  # a torch dynamic-int8 variant's weights: int8 values, scales, zero points
 FORMATS = ("transformers", "torch-int8", "onnx")
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,24 +93,82 @@ def quantize_linear(model: torch.nn.Module) -> torch.nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
 
+# %% ../nbs/02b_predict.ipynb #882a00be
+def _dynamic_linears(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    return {name: m for name, m in model.named_modules() if isinstance(m, DynamicLinear)}
+
+def save_int8(model: torch.nn.Module, path: Path) -> None:
+    "Write a `quantize_linear` model's weights to the safetensors file `path`, the int8 layers as values, scales and zero points."
+    quantised = _dynamic_linears(model)
+    tensors = {k: v for k, v in model.state_dict().items()
+               if isinstance(v, torch.Tensor) and not any(k.startswith(f"{n}.") for n in quantised)}
+    for name, layer in quantised.items():
+        weight, bias = layer.weight(), layer.bias()
+        if weight.qscheme() != torch.per_channel_affine or weight.q_per_channel_axis() != 0:
+            raise ValueError(f"{name}: only per-output-channel int8 weights are stored, not {weight.qscheme()}")
+        tensors |= {f"{name}.weight_int8": weight.int_repr(), f"{name}.weight_scales": weight.q_per_channel_scales(),
+                    f"{name}.weight_zero_points": weight.q_per_channel_zero_points()}
+        if bias is not None: tensors[f"{name}.bias"] = bias.detach()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt", "quantisation": "dynamic int8, per output channel"})
+
+# %% ../nbs/02b_predict.ipynb #21c4e0fb
 def load_int8(folder: Path) -> torch.nn.Module:
-    "A `torch-int8` variant: the architecture from `config.json`, Linear layers quantised, then the int8 weights."
+    "A `torch-int8` variant: the architecture from `config.json`, Linear layers quantised, then the int8 weights from safetensors."
     from transformers import AutoConfig, AutoModelForSequenceClassification
+    folder = Path(folder)
+    if not (folder / INT8_FILE).is_file():
+        pickled = (folder / "model-int8.pt").exists()  # what fakenews wrote before: a pickle, never opened
+        raise ModelError(f"{folder} has no {INT8_FILE}" + (": its model-int8.pt is a pickle, which fakenews does not load; "
+                         "make the variant again with `fakenews compress --no-distill --methods torch-int8`" if pickled else ""))
     model = quantize_linear(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder)).eval())
-    model.load_state_dict(torch.load(folder / INT8_FILE, weights_only=False))  # packed int8 params are not plain tensors
+    tensors, quantised = load_file(folder / INT8_FILE), _dynamic_linears(model)
+    for name, layer in quantised.items():
+        parts = [tensors.pop(f"{name}.weight_{part}", None) for part in ("int8", "scales", "zero_points")]
+        bias = tensors.pop(f"{name}.bias", None)
+        shapes = [(layer.out_features, layer.in_features), (layer.out_features,), (layer.out_features,)]
+        if any(p is None or p.dtype != dtype or tuple(p.shape) != shape
+               for p, dtype, shape in zip(parts, (torch.int8, torch.float64, torch.int64), shapes)) or \
+           (bias is not None and (bias.dtype != torch.float32 or tuple(bias.shape) != (layer.out_features,))):
+            raise ModelError(f"{INT8_FILE} in {folder}: the int8 weight of {name} is missing or does not fit {name} of config.json")
+        layer.set_weight_bias(torch._make_per_channel_quantized_tensor(*parts, 0), bias)  # as torch.load rebuilds one
+    state = model.state_dict()  # the int8 layers as just set, every other weight still to come from the file
+    plain = {k for k, v in state.items() if isinstance(v, torch.Tensor) and not any(k.startswith(f"{n}.") for n in quantised)}
+    if set(tensors) != plain:
+        raise ModelError(f"{INT8_FILE} in {folder} does not fit its config.json: missing {sorted(plain - set(tensors))[:3]}, "
+                         f"unexpected {sorted(set(tensors) - plain)[:3]}")
+    state.update(tensors)  # in place: the state dict's metadata tells the int8 layers which layout they read
+    model.load_state_dict(state)  # a tensor of the wrong shape fails here
     return model
 
+# %% ../nbs/02b_predict.ipynb #b5513011
+def load_calibration(version: ModelVersion) -> dict | None:
+    "The calibration stored with `version` at registration (`calibration.json`; a Hub variant carries its own), or None."
+    calibration = version.meta.get("calibration")  # a Hub variant's record (see `hub_version`)
+    if calibration is None and (version.path / CALIBRATION_FILE).is_file():
+        try: calibration = json.loads((version.path / CALIBRATION_FILE).read_text())
+        except ValueError as e: raise ModelError(f"{version.ref}: {CALIBRATION_FILE} is not valid JSON: {e}") from None
+    if calibration is None: return None
+    t = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise ModelError(f"{version.ref}: the stored temperature {t!r} is not a positive number")
+    return calibration
+
 def load_variant(version: ModelVersion, threads: int | None = None):
-    "(model, tokenizer) of a registered version in any of the `FORMATS`."
+    "(model, tokenizer) of a version in any of the `FORMATS`, once its files match their registered sha256."
     from transformers import AutoTokenizer
     fmt = version.meta.get("format", "transformers")
     if fmt not in FORMATS: raise ModelError(f"{version.ref} has format {fmt!r}; this fakenews reads {', '.join(FORMATS)}")
-    if fmt == "transformers": return load_model(str(version.path))[:2]
+    if fmt == "transformers": return load_model(version)[:2]
+    verify_files(version)
+    graph = version.meta.get("model_file", ONNX_FILE)  # a Hub repository keeps its graphs under onnx/
+    if graph != ONNX_FILE and graph not in version.meta.get("files", {}):  # only a file the verified record names
+        raise ModelError(f"{version.ref}: its model file {graph!r} is not one of its recorded files")
     try:
         with quiet_hub():
             tokenizer = AutoTokenizer.from_pretrained(version.path)
-            model = OnnxModel(version.path / ONNX_FILE, threads) if fmt == "onnx" else load_int8(version.path)
-    except (OSError, ValueError, RuntimeError) as e:
+            model = OnnxModel(version.path / graph, threads) if fmt == "onnx" else load_int8(version.path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise ModelError(f"cannot load the {fmt} model in {version.path}: {str(e).splitlines()[0]}") from e
     return model, tokenizer
 
@@ -109,8 +188,8 @@ class Predictor:
         "The predictor of registry reference (or folder) `ref`, with its stored temperature when `calibrated`."
         version = resolve(ref, paths)
         model, tokenizer = load_variant(version, threads)
-        calibration = version.path / CALIBRATION_FILE
-        temperature = json.loads(calibration.read_text())["temperature"] if calibrated and calibration.is_file() else 1.0
+        calibration = load_calibration(version) if calibrated else None
+        temperature = calibration["temperature"] if calibration else 1.0
         max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
         return cls(model, tokenizer, version, temperature, threads=threads, **({"max_length": max_length} | kwargs))
 
@@ -164,3 +243,15 @@ class Predictor:
         prob = self.predict_proba(titles)  # validates
         return pd.DataFrame({"title": titles, "prob_fake": prob, "label": np.where(prob >= 0.5, LABELS[1], LABELS[0]),
                              "confidence": np.maximum(prob, 1 - prob)})
+
+# %% ../nbs/02b_predict.ipynb #5f7ef3a2
+def fit_calibration(predictor: Predictor, valid: pd.DataFrame, test: pd.DataFrame | None = None) -> dict:
+    "The temperature minimising `predictor`'s NLL on the validation titles, with the ECE before and after on each split given."
+    frames = {"valid": valid} | ({"test": test} if test is not None else {})
+    logits = {name: predictor.logits(frame.title.tolist()) for name, frame in frames.items()}
+    temperature = fit_temperature(logits["valid"], valid.label)
+    calibration = {"temperature": temperature, "fitted_on": "valid", "n": len(valid)}
+    for name, frame in frames.items():
+        calibration[f"ece_{name}_raw"] = calibration_error(frame.label, softmax(logits[name])[:, 1])
+        calibration[f"ece_{name}"] = calibration_error(frame.label, softmax(logits[name] / temperature)[:, 1])
+    return calibration

@@ -22,16 +22,19 @@ import pandas as pd
 from filelock import FileLock
 from safetensors import SafetensorError
 
-from .core import ModelError, Paths
+from .core import ModelError, Paths, file_sha256, get_logger
 
 # %% auto #0
-__all__ = ['DEFAULT_NAME', 'META_FILE', 'ModelVersion', 'git_commit', 'read_aliases', 'versions', 'register', 'check_alias',
-           'resolve', 'promote', 'quiet_hub', 'load_model', 'versions_table']
+__all__ = ['DEFAULT_NAME', 'META_FILE', 'CALIBRATION_FILE', 'HUB_PREFIX', 'HUB_VARIANTS', 'ModelVersion', 'git_commit',
+           'check_name', 'read_aliases', 'versions', 'file_hashes', 'quiet_hub', 'register', 'check_alias',
+           'check_hub_name', 'hub_version', 'resolve', 'promote', 'verify_files', 'load_model', 'versions_table']
 
 # %% ../nbs/02a_registry.ipynb #ee717406
 DEFAULT_NAME = "fakenews"
 META_FILE = "fakenews.json"  # registry metadata beside the Hugging Face files
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+CALIBRATION_FILE = "calibration.json"  # the temperature fitted on the validation split, written at registration
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # always fullmatch: `$` would let a trailing newline through
+_log = get_logger("fakenews.registry")
 
 @dataclass(frozen=True)
 class ModelVersion:
@@ -40,9 +43,10 @@ class ModelVersion:
     version: int  # 0 for a model folder outside the registry
     path: Path
     meta: dict
+    hub: str | None = None  # `hf:OWNER/NAME@commit[:variant]` for a model fetched from the Hugging Face Hub
 
     @property
-    def ref(self) -> str: return f"{self.name}:v{self.version}" if self.version else str(self.path)
+    def ref(self) -> str: return f"{self.name}:v{self.version}" if self.version else self.hub or str(self.path)
 
 def git_commit(cwd: os.PathLike | None = None) -> str | None:
     "The current commit (with `-dirty` when files differ from it), or None outside a git checkout."
@@ -51,8 +55,15 @@ def git_commit(cwd: os.PathLike | None = None) -> str | None:
         return run("rev-parse", "HEAD") + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/02a_registry.ipynb #0c09275a
+def check_name(name: str) -> str:
+    "`name` when it can name a registry folder (a letter, then letters, digits, - and _); else a ValueError."
+    if not isinstance(name, str) or not _ALIAS.fullmatch(name):
+        raise ValueError(f"registry name {name!r}: start with a letter, then use letters, digits, - and _ only")
+    return name
+
 # %% ../nbs/02a_registry.ipynb #b95bd512
-def _aliases_path(paths: Paths, name: str) -> Path: return paths.registry / name / "aliases.json"
+def _aliases_path(paths: Paths, name: str) -> Path: return paths.registry / check_name(name) / "aliases.json"
 
 def read_aliases(name: str = DEFAULT_NAME, paths: Paths | None = None) -> dict[str, int]:
     "Alias -> version number for model `name`."
@@ -64,25 +75,56 @@ def _write_aliases(path: Path, aliases: dict[str, int]) -> None:
     tmp.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n")
     os.replace(tmp, path)  # readers see the old or the new file, never half of one
 
+def _read_meta(folder: Path) -> dict:
+    "A version's `fakenews.json`, which must be a JSON object."
+    try: meta = json.loads((folder / META_FILE).read_text())
+    except ValueError as e: raise ModelError(f"{folder / META_FILE} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict): raise ModelError(f"{folder / META_FILE} is not a JSON object")
+    return meta
+
 def versions(name: str = DEFAULT_NAME, paths: Paths | None = None) -> list[ModelVersion]:
     "Every registered version of `name`, oldest first."
-    root = (paths or Paths.from_env()).registry / name
+    root = (paths or Paths.from_env()).registry / check_name(name)
     found = [(int(p.name[1:]), p) for p in root.glob("v*") if re.fullmatch(r"v\d+", p.name) and (p / META_FILE).is_file()]
-    return [ModelVersion(name, n, p, json.loads((p / META_FILE).read_text())) for n, p in sorted(found)]
+    return [ModelVersion(name, n, p, _read_meta(p)) for n, p in sorted(found)]
+
+# %% ../nbs/02a_registry.ipynb #0dff1b57
+def _recorded(relative: str) -> bool:
+    "Whether a file belongs in a version's sha256 record: not the record itself, the model card or git/Hub bookkeeping."
+    return relative not in (META_FILE, "README.md", ".gitattributes") and relative.split("/")[0] not in (".git", ".cache")
+
+def file_hashes(folder: os.PathLike) -> dict[str, str]:
+    "Relative path -> sha256 of every file under `folder` that a version's record covers."
+    folder = Path(folder)
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return {rel: file_sha256(p) for p in files if _recorded(rel := p.relative_to(folder).as_posix())}
+
+# %% ../nbs/02a_registry.ipynb #27224a91
+@contextmanager
+def quiet_hub():
+    "Silence the Hugging Face progress bars while saving or loading: a bar per model is noise in logs."
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if bars: hf_logging.enable_progress_bar()
 
 # %% ../nbs/02a_registry.ipynb #3686eea8
 def register(model, tokenizer, meta: dict, name: str = DEFAULT_NAME, paths: Paths | None = None,
-             aliases: tuple[str, ...] | list[str] = ()) -> ModelVersion:
-    "Save `model` and `tokenizer` (Hugging Face format) with `meta` as the next version of `name`; update aliases."
+             aliases: tuple[str, ...] | list[str] = (),
+             calibration: dict | None = None, # the fitted temperature and its ECEs, written as `calibration.json`
+            ) -> ModelVersion:
+    "Save `model`, `tokenizer` and `calibration` with `meta` and every file's sha256 as the next version of `name`; update aliases."
     paths = paths or Paths.from_env()
-    if not _ALIAS.match(name): raise ValueError(f"registry name {name!r}: use letters, digits, - and _")
+    check_name(name)
     for a in aliases: check_alias(a)
     root = paths.registry / name; root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        meta = {**meta, "name": name, "registered": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with quiet_hub(): model.save_pretrained(staging); tokenizer.save_pretrained(staging)
+        if calibration is not None: (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
+        meta = {**meta, "name": name, "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "files": file_hashes(staging)}
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         with FileLock(str(root / ".lock")):
             found = versions(name, paths)
@@ -103,7 +145,7 @@ def register(model, tokenizer, meta: dict, name: str = DEFAULT_NAME, paths: Path
 
 def check_alias(alias: str) -> None:
     "Refuse an alias that could be mistaken for a version or a path."
-    if not _ALIAS.match(alias) or re.fullmatch(r"v\d+", alias):
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or re.fullmatch(r"v\d+", alias):
         raise ValueError(f"alias {alias!r}: start with a letter, use letters, digits, - and _, and not the form vN")
 
 def _best(found: list[ModelVersion], fingerprint: str | None) -> int | None:
@@ -112,16 +154,60 @@ def _best(found: list[ModelVersion], fingerprint: str | None) -> int | None:
               if v.meta.get("data_fingerprint") == fingerprint and v.meta.get("val_loss") is not None]
     return min(scored)[1] if scored else None
 
+# %% ../nbs/02a_registry.ipynb #82935a30
+HUB_PREFIX = "hf:"
+HUB_VARIANTS = ("onnx", "onnx-int8")  # the variants a pushed repository carries beside its transformers files
+_HUB_REF = re.compile(r"(?P<repo>[^@:]+)(?:@(?P<revision>[^:]+))?(?::(?P<variant>[^:]+))?")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")  # branch, tag or commit; `..` refused below
+
+def check_hub_name(repo: str, revision: str | None = None) -> str:
+    "`repo` when it is a Hub repository id OWNER/NAME and `revision` a branch, tag or commit name; else a ValueError."
+    from huggingface_hub.utils import validate_repo_id
+    try:
+        if not isinstance(repo, str) or repo.count("/") != 1: raise ValueError("expected OWNER/NAME")
+        validate_repo_id(repo)  # the Hub's own rules: no `..` or `--`, at most 96 characters
+    except ValueError as e: raise ValueError(f"Hub repository {repo!r}: {str(e).splitlines()[0]}") from None
+    if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision or "//" in revision):
+        raise ValueError(f"revision {revision!r} is not a branch, tag or commit name")
+    return repo
+
+# %% ../nbs/02a_registry.ipynb #0bcd4fd1
+def hub_version(ref: str) -> ModelVersion:
+    "The model `hf:OWNER/NAME[@revision][:variant]` names, fetched with `snapshot_download` (from the cache when offline)."
+    from huggingface_hub import snapshot_download
+    found = _HUB_REF.fullmatch(ref.removeprefix(HUB_PREFIX))
+    repo, revision, variant = found.group("repo", "revision", "variant") if found else (None, None, None)
+    try: check_hub_name(repo, revision)
+    except ValueError as e: raise ValueError(f"{ref!r}: write a Hub model as hf:OWNER/NAME[@revision][:variant] ({e})") from None
+    if variant is not None and variant not in HUB_VARIANTS:
+        raise ValueError(f"{ref!r}: unknown variant {variant!r}; a pushed model has {', '.join(HUB_VARIANTS)}")
+    try:  # HF_HUB_CACHE read now, not at import: a process may point it elsewhere after huggingface_hub loaded
+        with quiet_hub(): folder = Path(snapshot_download(repo, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE")))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot fetch {repo} from the Hugging Face Hub or its local cache: {str(e).splitlines()[0]}") from e
+    if not (folder / META_FILE).is_file():
+        raise ModelError(f"{repo} has no {META_FILE}: not a model pushed by `fakenews registry push`")
+    meta = _read_meta(folder)
+    hub = f"{HUB_PREFIX}{repo}@{folder.name}"  # the snapshot folder is named by its commit: a reference that stays put
+    if variant:
+        variants = meta.get("variants") if isinstance(meta.get("variants"), dict) else {}
+        if not isinstance(variants.get(variant), dict): raise ModelError(f"{repo} carries no {variant} variant; it has: {', '.join(variants) or 'none'}")
+        meta, hub = {k: v for k, v in meta.items() if k != "variants"} | variants[variant], f"{hub}:{variant}"
+    return ModelVersion(f"{HUB_PREFIX}{repo}", 0, folder, meta, hub=hub)
+
 # %% ../nbs/02a_registry.ipynb #3f33d439
 def resolve(ref: str, paths: Paths | None = None) -> ModelVersion:
-    "The version `ref` names: `name:alias`, `name:vN`, `alias`, `vN`, or a model folder."
+    "The version `ref` names: `name:alias`, `name:vN`, `alias`, `vN`, a model folder, or `hf:OWNER/NAME[@revision][:variant]`."
     paths = paths or Paths.from_env()
+    if not isinstance(ref, str) or not ref.strip(): raise ValueError(f"model reference {ref!r} is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in ref): raise ValueError(f"model reference {ref!r} contains a control character")
+    if ref.startswith(HUB_PREFIX): return hub_version(ref)
     folder = Path(ref).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
-        meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
+        meta = _read_meta(folder) if (folder / META_FILE).is_file() else {}
         return ModelVersion(meta.get("name", folder.name), 0, folder.absolute(), meta)
     name, _, tag = ref.rpartition(":")
-    name = name or DEFAULT_NAME
+    name = check_name(name or DEFAULT_NAME)  # before `registry / name` is built: `../x:v1` would leave the registry
     found = {v.version: v for v in versions(name, paths)}
     if not found:
         raise ModelError(f"no model named {name!r} in {paths.registry} (and {ref!r} is not a model folder): "
@@ -139,7 +225,7 @@ def promote(ref: str, alias: str, paths: Paths | None = None) -> ModelVersion:
     paths = paths or Paths.from_env()
     check_alias(alias)
     version = resolve(ref, paths)
-    if not version.version: raise ModelError(f"{ref} is a folder outside the registry: register it before promoting it")
+    if not version.version: raise ModelError(f"{ref} is not a version in the registry: register it before promoting it")
     root = paths.registry / version.name
     with FileLock(str(root / ".lock")):
         table = read_aliases(version.name, paths); table[alias] = version.version
@@ -147,21 +233,29 @@ def promote(ref: str, alias: str, paths: Paths | None = None) -> ModelVersion:
     return version
 
 # %% ../nbs/02a_registry.ipynb #eaccc59d
-@contextmanager
-def quiet_hub():
-    "Silence the Hugging Face progress bars while loading: a bar per load is noise in logs."
-    from transformers.utils import logging as hf_logging
-    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        if bars: hf_logging.enable_progress_bar()
+def verify_files(version: ModelVersion) -> None:
+    "Refuse `version` when its files differ from the sha256 record written at registration: changed, missing or unexpected."
+    recorded = version.meta.get("files")
+    if recorded is None:
+        _log.warning("%s has no file record (registered by an older fakenews, or not by fakenews): loading it unchecked", version.ref)
+        return
+    if not isinstance(recorded, dict): raise ModelError(f"{version.ref}: the `files` record in {META_FILE} is not a mapping")
+    found = file_hashes(version.path)
+    problems = ([f"{p!r} is missing" for p in sorted(set(recorded) - set(found))] +
+                [f"{p!r} was not written at registration" for p in sorted(set(found) - set(recorded))] +
+                [f"{p!r} differs from its registered sha256" for p in sorted(set(found) & set(recorded)) if found[p] != recorded[p]])
+    if problems:
+        raise ModelError(f"{version.ref} is not what was registered: {'; '.join(problems[:4])}"
+                         + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "") + ": register or push it again")
 
-def load_model(ref: str = "production", paths: Paths | None = None):
-    "(model in eval mode, tokenizer, version) for the registry reference or folder `ref` (a `transformers`-format version)."
+# %% ../nbs/02a_registry.ipynb #9b1e63a4
+def load_model(ref: str | ModelVersion = "production", paths: Paths | None = None):
+    "(model in eval mode, tokenizer, version) for a reference, folder or `ModelVersion` of the `transformers` format."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    version = resolve(ref, paths)
+    version = ref if isinstance(ref, ModelVersion) else resolve(ref, paths)
     fmt = version.meta.get("format", "transformers")
     if fmt != "transformers": raise ModelError(f"{version.ref} is a {fmt} variant: load it with `Predictor.load`")
+    verify_files(version)
     try:
         with quiet_hub():
             model = AutoModelForSequenceClassification.from_pretrained(version.path, use_safetensors=True)

@@ -1,4 +1,4 @@
-"""`evaluate_model`: calibrate a registered model, score it beside the baselines on every test set, slice it, run the behavioural suite, and write the report and its model card.
+"""`evaluate_model`: score a registered model, with the calibration it was registered with, beside the baselines on every test set, slice it, run the behavioural suite, and write the report and its model card under `reports/`.
 
 Docs: https://fakenews-dev.github.io/fakenews/report.html.md"""
 
@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from huggingface_hub import EvalResult, ModelCardData
 
 from .acquire import fetch_corpus
 from .behavioural import run_suite
 from .core import Config, get_logger
 from .data import DataError, read_labelled_csv
-from .evaluate import (calibration_error, casing_stacker, confident_mistakes, fit_baselines, fit_temperature,
-                               plot_reliability, predict_frame, score_table, scores, slice_table)
-from .predict import CALIBRATION_FILE, Predictor, softmax
+from .evaluate import (casing_stacker, confident_mistakes, fit_baselines, plot_reliability, predict_frame,
+                               score_table, scores, slice_table)
+from .predict import Predictor, calibration_error, load_calibration, softmax
 from .prepare import clean_title, load_splits
 
 # %% auto #0
-__all__ = ['log', 'SYSTEM_NAMES', 'liar_test', 'csv_test_set', 'evaluate_model', 'results_tables', 'report_markdown',
-           'model_card']
+__all__ = ['log', 'SYSTEM_NAMES', 'liar_test', 'csv_test_set', 'evaluate_model', 'results_tables', 'calibration_text',
+           'report_markdown', 'model_index', 'model_card']
 
 # %% ../nbs/04b_report.ipynb #3733b821
 log = get_logger(__name__)
@@ -55,11 +57,12 @@ def _report_dir(cfg: Config, predictor: Predictor) -> Path:
     return folder
 
 def evaluate_model(ref: str = "production", cfg: Config | None = None, data: list[os.PathLike] = (),
-                   calibrate: bool = True, behavioural: bool = True) -> dict:
-    "Calibrate, score, slice and probe the model `ref`; write the report and the model card; return the report."
+                   calibrate: bool = True, # apply the temperature stored at registration; False: raw probabilities
+                   behavioural: bool = True) -> dict:
+    "Score, slice and probe the model `ref` as it is served; write the report and the model card under `reports/`; return the report."
     cfg = cfg or Config()
     extra = {Path(p).stem: csv_test_set(p) for p in data}  # bad files fail here, before any model work
-    predictor = Predictor.load(ref, cfg.paths, calibrated=False)
+    predictor = Predictor.load(ref, cfg.paths, calibrated=calibrate)
     splits = load_splits(cfg.paths)
     manifest = json.loads((cfg.paths.data / "manifest.json").read_text())
     trained_on = predictor.version.meta.get("data_fingerprint") if predictor.version else None
@@ -68,14 +71,11 @@ def evaluate_model(ref: str = "production", cfg: Config | None = None, data: lis
                     predictor.name, trained_on[:12], cfg.paths.data)
 
     valid_logits, test_logits = predictor.logits(splits["valid"].title), predictor.logits(splits["test"].title)
-    temperature = fit_temperature(valid_logits, splits["valid"].label) if calibrate else 1.0
-    calibration = {"temperature": temperature, "fitted_on": "valid", "n": len(splits["valid"])}
+    temperature, stored = predictor.temperature, load_calibration(predictor.version) if calibrate else None
+    calibration = {"temperature": temperature, "stored": stored is not None, "fitted_on": (stored or {}).get("fitted_on")}
     for name, logits, frame in (("valid", valid_logits, splits["valid"]), ("test", test_logits, splits["test"])):
         calibration[f"ece_{name}_raw"] = calibration_error(frame.label, softmax(logits)[:, 1])
         calibration[f"ece_{name}"] = calibration_error(frame.label, softmax(logits / temperature)[:, 1])
-    predictor.temperature = temperature
-    if calibrate and predictor.version and predictor.version.version:
-        (predictor.version.path / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
 
     baselines = fit_baselines(splits["train"])
     stack = casing_stacker(softmax(valid_logits / temperature)[:, 1], splits["valid"].title, splits["valid"].label)
@@ -107,8 +107,7 @@ def evaluate_model(ref: str = "production", cfg: Config | None = None, data: lis
     slices.to_csv(folder / "slices.csv"); mistakes.to_csv(folder / "mistakes.csv", index=False)
     if checks is not None: checks.to_csv(folder / "behavioural.csv", index=False)
     (folder / "report.md").write_text(report_markdown(report))
-    if predictor.version and predictor.version.version:
-        (predictor.version.path / "README.md").write_text(model_card(predictor.version, report))
+    (folder / "model_card.md").write_text(model_card(predictor.version, report))  # a draft of the card `registry push` publishes
     return report
 
 def _json(value):
@@ -140,14 +139,21 @@ def results_tables(report: dict) -> str:
     return ("Macro-F1, the model beside the baselines (fitted on the same training split):\n\n" + _md(f1) +
             "\n\nEvery metric:\n\n" + _md(table.set_index(["test set", "system"])))
 
+def calibration_text(cal: dict) -> str:
+    "One paragraph on the temperature a report used and what it did to the calibration error."
+    if not cal.get("stored", True):  # reports written before calibration moved to registration always stored one
+        return (f"No temperature is stored with this version: raw probabilities. Expected calibration error (15 bins): "
+                f"validation {cal['ece_valid_raw']:.4f}, test {cal['ece_test_raw']:.4f}.")
+    return (f"Temperature {cal['temperature']:.3f}, fitted on the validation split when the version was registered "
+            f"(`calibration.json`). Expected calibration error (15 bins): validation {cal['ece_valid_raw']:.4f} -> "
+            f"{cal['ece_valid']:.4f}, test {cal['ece_test_raw']:.4f} -> {cal['ece_test']:.4f}.")
+
 def report_markdown(report: dict) -> str:
     "The evaluation report as markdown."
     cal = report["calibration"]
     parts = [f"# Evaluation of {report['model']}", "", f"{report['created']}; prepared data {report['data_fingerprint'][:12]}.", "",
              "## Scores", "", results_tables(report), "",
-             "## Calibration", "", f"Temperature {cal['temperature']:.3f}, fitted on the validation split. Expected calibration "
-             f"error (15 bins): validation {cal['ece_valid_raw']:.4f} -> {cal['ece_valid']:.4f}, test {cal['ece_test_raw']:.4f} -> "
-             f"{cal['ece_test']:.4f}.", "", "![reliability](reliability.png)", ""]
+             "## Calibration", "", calibration_text(cal), "", "![reliability](reliability.png)", ""]
     if report.get("cross_corpus"):
         cross = pd.DataFrame(report["cross_corpus"])
         parts += ["## Across corpora (macro-F1; rows: trained on, columns: tested on)", "",
@@ -160,21 +166,50 @@ def report_markdown(report: dict) -> str:
     return "\n".join(parts)
 
 # %% ../nbs/04b_report.ipynb #ca90ad40
-def model_card(version, report: dict) -> str:
-    "A Hugging Face model card (README.md with YAML metadata) for a registered version and its evaluation."
+def model_index(report: dict, corpora: list[str]) -> list[EvalResult]:
+    "The model's scores on every test set of `report`, as the Hub's `model-index` entries."
+    metrics = (("f1", "macro_f1", "macro-F1"), ("accuracy", "accuracy", "accuracy"), ("roc_auc", "auroc", "AUROC"))
+    results = []
+    for name, records in report["scores"].items():
+        for r in (r for r in records if r["system"] == "model"):
+            dataset = (r["group"] if r["group"] != "all" else "+".join(corpora)) if name == "test" else name
+            results += [EvalResult(task_type="text-classification", task_name="Fake-news headline classification",
+                                   dataset_type=dataset, dataset_name=f"{dataset} ({'held-out test split' if name == 'test' else 'test set'})",
+                                   dataset_split="test", metric_type=kind, metric_value=round(float(r[key]), 4), metric_name=label)
+                        for kind, key, label in metrics if r.get(key) is not None and np.isfinite(r[key])]
+    return results
+
+def _base_model(backbone: str) -> str | None:
+    "The Hub id of a backbone, or None for the random test backbone and for a local folder (a student's teacher)."
+    if backbone == "minilm": return "sentence-transformers/all-MiniLM-L6-v2"
+    return backbone if re.fullmatch(r"[\w.-]+/[\w.-]+", backbone) and not Path(backbone).exists() else None
+
+def model_card(version, report: dict,
+               repo_id: str | None = None, # the Hub repository the card is for; None: a local folder
+               variants: dict | None = None, # method -> record ("model_file", "metrics") of each ONNX variant published beside it
+              ) -> str:
+    "A Hugging Face model card (README.md with YAML metadata and model-index) for a registered version and its evaluation."
     cfg = version.meta.get("config", {})
     backbone = cfg.get("model", {}).get("backbone", "?")
-    base = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}.get(backbone, backbone)
-    corpora = cfg.get("data", {}).get("corpora", [])
+    base = _base_model(backbone)
+    teacher = cfg.get("distill", {}).get("teacher")
+    origin = f"distilled from `{teacher}`" if teacher else f"fine-tuned from `{base or backbone}`"
+    corpora = [Path(c).stem if c.endswith(".csv") else c for c in cfg.get("data", {}).get("corpora", [])]
     cal = report["calibration"]
-    front = ["---", "language: en", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-classification",
-             f"base_model: {base}", "tags: [fake-news, headline-classification, fakenews]",
-             f"datasets: [{', '.join(corpora)}]", "metrics: [f1, accuracy, roc_auc]", "---", ""]
+    card = ModelCardData(language="en", license="apache-2.0", library_name="transformers", pipeline_tag="text-classification",
+                         base_model=base, tags=["fake-news", "headline-classification", "fakenews"], datasets=corpora,
+                         metrics=["f1", "accuracy", "roc_auc"], model_name=repo_id or f"{version.name}-v{version.version}",
+                         eval_results=model_index(report, corpora) or None)
+    front = ["---", card.to_yaml(), "---", ""]
+    where = repo_id or "<this folder>"
     train = cfg.get("train", {})
-    body = [f"# {version.name} v{version.version}", "",
-            f"Classifies a news headline as **fake** (label 1) or **real** (label 0). Fine-tuned from `{base}` by "
-            "[fakenews](https://github.com/fakenews-dev/fakenews); loads with "
-            "`transformers.pipeline(\"text-classification\", model=<this folder>)`.", "",
+    body = [f"# {repo_id}" if repo_id else f"# {version.name} v{version.version}", "",
+            f"Classifies a news headline as **fake** (label 1) or **real** (label 0); {origin} by "
+            "[fakenews](https://github.com/fakenews-dev/fakenews)" + (f", published from its registry as `{version.name}:v{version.version}`." if repo_id else "."), "",
+            "## How to use", "", "```python", "from transformers import pipeline",
+            f"pipeline(\"text-classification\", model=\"{where}\")([\"Senate passes the budget\"])  # raw probabilities", "",
+            "from fakenews.predict import Predictor  # calibrated, and titles cleaned as the training titles were",
+            f"Predictor.load(\"{'hf:' + repo_id if repo_id else where}\").predict([\"Senate passes the budget\"])", "```", "",
             "## Intended use", "",
             "Triage and research: a score that says how much a headline *resembles* the fake headlines of the training "
             "corpora. It does not check facts, read the article or know what happened after its training data. Do not use "
@@ -187,9 +222,13 @@ def model_card(version, report: dict) -> str:
             f"({version.meta.get('val_loss', float('nan')):.4f}). Commit {version.meta.get('git_commit')}.", "",
             "## Results", "", results_tables(report), "",
             "## Calibration", "",
-            f"Temperature {cal['temperature']:.3f} (fitted on the validation split, stored in `calibration.json`; the fakenews "
-            f"Predictor applies it, a bare `pipeline` does not). ECE on the test split {cal['ece_test_raw']:.4f} raw, "
-            f"{cal['ece_test']:.4f} calibrated.", ""]
+            calibration_text(cal) + (" The fakenews Predictor applies it; a bare `pipeline` does not." if cal.get("stored", True) else ""), ""]
+    if variants:
+        rows = pd.DataFrame([{"variant": m, "file": v["model_file"], "test macro-F1": v.get("metrics", {}).get("test/f1"),
+                              "agreement with this model": v.get("metrics", {}).get("test/agreement")} for m, v in variants.items()])
+        body += ["## ONNX variants", "", "Exported (and int8-quantised) graphs of this model, run by ONNX Runtime; each has its own "
+                 f"fitted temperature in `fakenews.json`. `Predictor.load(\"hf:{repo_id or 'OWNER/NAME'}:onnx-int8\")` serves one.", "",
+                 _md(rows, index=False), ""]
     if report.get("cross_corpus"):
         cross = pd.DataFrame(report["cross_corpus"])
         body += ["## Across corpora", "", "Macro-F1 of systems trained on one corpus (rows) and tested on another (columns):", "",

@@ -29,6 +29,7 @@ import fakenews
 from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
+from .predict import Predictor, fit_calibration
 from .prepare import load_splits, prepare_data
 from .registry import ModelVersion, check_alias, git_commit, load_model, register
 
@@ -170,10 +171,13 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     if trainer.is_global_zero:
         wrong.to_csv(run_dir / "misclassified_valid.csv", index=False)
         if tc.register_as:
+            predictor = Predictor(module.model, tokenizer, max_length=cfg.model.max_length)  # the tested weights, back on the CPU
+            calibration = fit_calibration(predictor, splits["valid"], splits["test"])
+            predictor.temperature = calibration["temperature"]  # what the version will serve: checks before registering use it
             meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": val_loss, "checkpoint": best,
                     "data_fingerprint": manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
                     "run": str(run_dir)}
-            version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases)
+            version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration)
             log.info("registered %s (val/loss %.4f, test/f1 %.4f)", version.ref, val_loss, test.get("test/f1", float("nan")))
         metrics["registered"] = version.ref if version else None
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

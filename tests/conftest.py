@@ -149,3 +149,26 @@ def postgres_url(tmp_path_factory):
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop"],
                        capture_output=True, timeout=120)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def fill_hub_cache(folder, repo_id: str, cache, revision: str = "main") -> str:
+    """Lay `folder` out in the Hugging Face cache `cache` as `snapshot_download` leaves a download of `repo_id` at
+    `revision`: blobs named by git blob id (sha256 for LFS files), a snapshot of relative symlinks named by the
+    commit, `refs/<revision>` holding the commit, and the `.gitattributes` the Hub adds to every repository. Returns
+    the (made-up) commit hash."""
+    import hashlib
+    folder, repo = Path(folder), Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files[".gitattributes"] = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+    commit = hashlib.sha1(b"".join(name.encode() + hashlib.sha256(data).digest() for name, data in files.items())).hexdigest()
+    for name, data in files.items():
+        lfs = name.endswith((".safetensors", ".onnx"))
+        blob = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        (repo / "blobs").mkdir(parents=True, exist_ok=True)
+        (repo / "blobs" / blob).write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(repo / "blobs" / blob, link.parent))
+    (repo / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)  # no newline, as huggingface_hub writes it
+    return commit

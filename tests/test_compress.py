@@ -73,14 +73,36 @@ def test_onnx_variant_loads_and_matches_its_source_on_any_batch_shape(family, ti
         served.predict(["fine", "   "])
 
 
-def test_variants_keep_the_source_calibration(family):
-    cfg, made = family
-    teacher = made[0]
-    (teacher.path / "calibration.json").write_text('{"temperature": 1.7}')
-    from fakenews.compress import make_variants
+def test_every_variant_is_registered_with_its_own_calibration(family):
+    "Each variant fits its temperature on the validation split at registration; its logits are nearly its source's, so is T."
+    import json
     from fakenews.predict import Predictor
-    [variant] = make_variants(teacher.ref, ["onnx-int8"], cfg.paths)
-    assert Predictor.load(variant.ref, cfg.paths).temperature == 1.7
+    cfg, made = family
+    for v in made[2:]:
+        assert "calibration.json" in v.meta["files"]
+        calibration = json.loads((v.path / "calibration.json").read_text())
+        assert calibration["fitted_on"] == "valid" and calibration["ece_valid"] <= calibration["ece_valid_raw"] + 1e-9
+        source = Predictor.load(v.meta["variant"]["source"], cfg.paths).temperature
+        assert Predictor.load(v.ref, cfg.paths).temperature == calibration["temperature"]
+        assert abs(calibration["temperature"] - source) < 0.05 * source, (v.ref, calibration["temperature"], source)
+
+
+def test_torch_int8_variant_is_plain_tensors_in_safetensors(family, titles):
+    "No pickle: the int8 weights, scales and zero points are safetensors tensors, and they rebuild the very model quantised."
+    from safetensors import safe_open
+    from fakenews.compress import Int8Model
+    from fakenews.predict import Predictor
+    from fakenews.registry import load_model
+    cfg, made = family
+    for int8 in (v for v in made if v.meta.get("variant", {}).get("method") == "torch-int8"):
+        assert sorted(p.name for p in int8.path.iterdir()) == ["calibration.json", "config.json", "fakenews.json",
+                                                               "model-int8.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        with safe_open(int8.path / "model-int8.safetensors", "pt") as f:
+            assert {"classifier.weight_int8", "classifier.weight_scales", "classifier.weight_zero_points"} <= set(f.keys())
+            assert str(f.get_tensor("classifier.weight_int8").dtype) == "torch.int8"
+        model, tokenizer, _ = load_model(int8.meta["variant"]["source"], cfg.paths)
+        fresh = Predictor(Int8Model(model).runnable(), tokenizer).logits(titles)
+        assert np.array_equal(Predictor.load(int8.ref, cfg.paths).logits(titles), fresh)  # bit for bit
 
 
 def test_bench_infer_measures_the_family_against_the_pipeline(family):

@@ -70,24 +70,44 @@ def trained(tmp_path_factory, sample_corpora):
     return cfg
 
 
-def test_evaluate_writes_report_card_and_calibration(trained, tmp_path):
+def _folder_hashes(folder) -> dict:
+    from fakenews.core import file_sha256
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_changes_nothing_in_the_version(trained):
+    "A version serves the same bytes before and after `fakenews evaluate`: calibration belongs to registration."
+    version = resolve("latest", trained.paths)
+    titles = pd.read_csv(trained.paths.data / "test.csv").title.tolist()
+    before, files = Predictor.load("latest", trained.paths).predict_proba(titles).tobytes(), _folder_hashes(version.path)
+    r = subprocess.run([FAKENEWS, "evaluate", "--model", "latest", "--home", str(trained.paths.home)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _folder_hashes(version.path) == files
+    assert Predictor.load("latest", trained.paths).predict_proba(titles).tobytes() == before
+
+
+def test_evaluate_writes_report_and_card_under_reports(trained, tmp_path):
     own = tmp_path / "mine.csv"
     pd.DataFrame({"title": ["Senate passes budget bill", "Aliens endorse candidate"], "label": ["real", "fake"]}).to_csv(own, index=False)
     r = subprocess.run([FAKENEWS, "evaluate", "--model", "latest", "--home", str(trained.paths.home), "--data", str(own)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| test: isot_sample" in r.stdout and "TF-IDF + LR (cased)" in r.stdout and "| mine " in r.stdout
-    folder = next((trained.paths.reports / "evaluation").iterdir())
+    folder = max((trained.paths.reports / "evaluation").iterdir())
     report = json.loads((folder / "report.json").read_text())
     assert {"test", "liar", "mine"} == set(report["scores"])
     systems = {row["system"] for row in report["scores"]["test"]}
     assert systems == {"model", "model_casing", "majority", "tfidf_lr_cased", "tfidf_lr_lower"}
     assert [b["type"] for b in report["behavioural"]].count("inv") == 5
+    card = (folder / "model_card.md").read_text()
+    assert card.startswith("---\n") and "model-index:" in card and "## Limitations" in card and "TF-IDF + LR (cased)" in card
     version = resolve("latest", trained.paths)
-    card = (version.path / "README.md").read_text()
-    assert card.startswith("---\nlanguage: en") and "## Limitations" in card and "TF-IDF + LR (cased)" in card
+    assert not (version.path / "README.md").exists()
+    # the temperature the report uses is the one fitted on the validation split when the version was registered
     calibration = json.loads((version.path / CALIBRATION_FILE).read_text())
-    assert calibration["ece_valid"] <= calibration["ece_valid_raw"] + 1e-9
+    assert calibration["fitted_on"] == "valid" and calibration["ece_valid"] <= calibration["ece_valid_raw"] + 1e-9
+    assert report["calibration"]["temperature"] == pytest.approx(calibration["temperature"])
     assert Predictor.load("latest", trained.paths).temperature == pytest.approx(calibration["temperature"])
 
     r = subprocess.run([FAKENEWS, "evaluate", "--behavioural", "--model", "latest", "--home", str(trained.paths.home)],
