@@ -196,6 +196,8 @@ def hub_version(ref: str) -> ModelVersion:
     return ModelVersion(f"{HUB_PREFIX}{repo}", 0, folder, meta, hub=hub)
 
 # %% ../nbs/02a_registry.ipynb #3f33d439
+_REGISTRY_REF = re.compile(r"(?:[A-Za-z][A-Za-z0-9_-]*:)?[A-Za-z][A-Za-z0-9_-]*")  # name:tag or tag
+
 def resolve(ref: str, paths: Paths | None = None) -> ModelVersion:
     "The version `ref` names: `name:alias`, `name:vN`, `alias`, `vN`, a model folder, or `hf:OWNER/NAME[@revision][:variant]`."
     paths = paths or Paths.from_env()
@@ -203,15 +205,17 @@ def resolve(ref: str, paths: Paths | None = None) -> ModelVersion:
     if any(ord(c) < 32 or ord(c) == 127 for c in ref): raise ValueError(f"model reference {ref!r} contains a control character")
     if ref.startswith(HUB_PREFIX): return hub_version(ref)
     folder = Path(ref).expanduser()
-    if folder.is_dir() and (folder / "config.json").is_file():
+    # A reference shaped like `name:tag` or `tag` is the registry's, even when a folder of that name exists here:
+    # else a folder planted as ./serving would be served instead of the version. Folders are written as paths (./x).
+    if not _REGISTRY_REF.fullmatch(ref) and folder.is_dir() and (folder / "config.json").is_file():
         meta = _read_meta(folder) if (folder / META_FILE).is_file() else {}
         return ModelVersion(meta.get("name", folder.name), 0, folder.absolute(), meta)
     name, _, tag = ref.rpartition(":")
     name = check_name(name or DEFAULT_NAME)  # before `registry / name` is built: `../x:v1` would leave the registry
     found = {v.version: v for v in versions(name, paths)}
     if not found:
-        raise ModelError(f"no model named {name!r} in {paths.registry} (and {ref!r} is not a model folder): "
-                         "train one with `fakenews train`")
+        raise ModelError(f"no model named {name!r} in {paths.registry}: train one with `fakenews train` "
+                         f"(a model folder is written as a path: ./{ref})")
     if re.fullmatch(r"v\d+", tag): number = int(tag[1:])
     else:
         table = read_aliases(name, paths)

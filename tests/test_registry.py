@@ -143,3 +143,14 @@ def test_a_missing_or_extra_file_is_refused(tiny):
     os.remove(v1.path / "tokenizer.json")
     with pytest.raises(ModelError, match="tokenizer.json"):
         Predictor.load("fakenews:v1", paths)
+
+
+@pytest.mark.parametrize("ref", ["production", "fakenews:production", "fakenews:v1", "v1"])
+def test_a_folder_named_like_a_registry_reference_does_not_shadow_the_registry(tiny, tmp_path, monkeypatch, ref):
+    "A folder in the working directory called `production` (or `fakenews:v1`) must not be served instead of the version."
+    paths, v1 = tiny
+    promote("fakenews:v1", "production", paths)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(v1.path, tmp_path / ref)  # a valid model folder, planted where a reference is resolved
+    assert resolve(ref, paths).path == v1.path
+    assert resolve(f"./{ref}", paths).path == (tmp_path / ref).absolute()  # a folder is still a folder when written as a path
