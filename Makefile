@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PIP_FLAGS ?= --disable-pip-version-check -q
 PYTEST_FLAGS ?=
 
-.PHONY: help install demo test export check-sync lint readme docs clean bench load-test space test-space sky-venv gpu-train
+.PHONY: help install demo test export check-sync lint readme docs clean bench load-test space test-space sky-venv gpu-train images test-images
 
 help:
 	@echo "make demo    - set up .venv, prepare ISOT + FakeNewsNet, train the default model (~10 min on 2 cores), register it as production, evaluate it, compress and benchmark it, then serve it at http://127.0.0.1:7860"
 	@echo "make test    - set up .venv and run every test (notebooks included)"
 	@echo "make load-test - serve the default model locally; single-title latency, then locust: 20 users for 60 s"
+	@echo "make images  - build the container images fakenews-serve and fakenews-train (Docker, else buildah; docker/build.sh)"
+	@echo "make test-images - build both images, serve a tiny model from one and train one in the other (slow)"
 	@echo "make export  - export notebooks to the package and clean them (run after editing nbs/)"
 	@echo "make readme  - regenerate README.md from nbs/index.ipynb"
 	@echo "make lint    - ruff over the package and tests, plus the notebooks/package sync check"
@@ -68,6 +70,16 @@ bench: install
 # Figures and CSV stats under $FAKENEWS_HOME/reports/load/.
 load-test: install
 	$(BIN)/python tests/load/run.py --users 20 --seconds 60 --sequential 200
+
+# Container images with the engine that exists: `docker build` where a Docker engine answers, buildah otherwise
+# (from a local debootstrap-made Debian base where the official bases cannot be pulled). Needs no .venv.
+images:
+	docker/build.sh
+
+# Builds both images and runs them (kept out of `make test`): the serving image answers REST and Gradio calls and
+# logs every prediction at SIGTERM; the training image registers a version from a tiny papermill run.
+test-images: install
+	$(BIN)/python -m pytest -m images tests/test_images.py $(PYTEST_FLAGS)
 
 lint: install
 	$(BIN)/ruff check fakenews tests
