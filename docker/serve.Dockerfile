@@ -34,11 +34,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/data/cache/huggingface \
     MPLCONFIGDIR=/data/cache/matplotlib
 
-# /models (and the registry in it) stays root's; only /data belongs to the app user.
+# /models (and the registry in it) stays root's. /data belongs to the app user and, like /tmp, takes files from
+# whatever uid a platform runs the image as (Hugging Face Spaces use 1000, OpenShift an arbitrary one).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
     && python3 -m venv /opt/venv \
     && mkdir -p /models/registry /data \
-    && chown app:app /data
+    && chown app:app /data && chmod 1777 /data
 
 # pip settings of the build machine (a CA bundle, local wheel folders) arrive as build secrets, only while pip runs.
 # The CPU build of torch first, from PyTorch's CPU index (TORCH_INDEX_URL), so that nothing pulls a CUDA build.

@@ -44,11 +44,12 @@ class Engine:
         assert r.returncode == 0, r.stderr[-5000:]
         return f"fakenews-{name}:{tag}"
 
-    def output(self, image: str, *cmd: str) -> subprocess.CompletedProcess:
-        "Run `cmd` (not the entry point) in a fresh container of `image`."
-        if self.docker: return subprocess.run(["docker", "run", "--rm", "--entrypoint", cmd[0], image, *cmd[1:]], capture_output=True, text=True, timeout=300)
+    def output(self, image: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
+        "Run `cmd` (not the entry point) in a fresh container of `image`, as the image's user or `user`."
+        as_user = ["--user", user] if user else []
+        if self.docker: return subprocess.run(["docker", "run", "--rm", *as_user, "--entrypoint", cmd[0], image, *cmd[1:]], capture_output=True, text=True, timeout=300)
         ctr = self._container(image)
-        try: return subprocess.run([*self.buildah, "run", "--isolation", "chroot", ctr, "--", *cmd], capture_output=True, text=True, timeout=300)
+        try: return subprocess.run([*self.buildah, "run", "--isolation", "chroot", *as_user, ctr, "--", *cmd], capture_output=True, text=True, timeout=300)
         finally: self._remove(ctr)
 
     def start(self, image: str, args: list[str], mounts: list[tuple[Path, str, bool]], port: int | None = None, log=None):
@@ -142,6 +143,9 @@ def test_serve_image_answers_rest_and_gradio_and_logs_every_prediction_at_sigter
                       "[m for m in ('lightning', 'papermill', 'wandb', 'sklearn', 'evidently') if u.find_spec(m)], os.getuid(), "
                       "os.stat('/models/registry').st_uid, os.access('/models/registry', os.W_OK))")
     assert r.returncode == 0 and r.stdout.split() == ["None", "[]", str(APP_UID), "0", "False"], r.stdout + r.stderr
+    # Platforms that pick the uid themselves (Hugging Face Spaces: 1000) can still write the log folder.
+    r = engine.output(image, "python", "-c", "open('/data/probe', 'w').write('x')", user="1000:1000")
+    assert r.returncode == 0, r.stderr
 
     before = sorted((str(p), p.stat().st_mtime_ns) for p in registry.rglob("*"))
     data = _writable_by_app(tmp_path / "data")
