@@ -74,7 +74,7 @@ def cmd_train(args) -> int:
         cfg = config_from_parameters(params)  # a bad parameter fails before torch is imported
         from fakenews.train import train
         run_dir = train(cfg, progress=not args.quiet).run_dir
-    else: run_dir = run_notebook(params, log_output=not args.quiet)
+    else: run_dir = run_notebook(params, progress=not args.quiet)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run: {run_dir}" + ("" if args.no_notebook else f"  (record: {run_dir / 'run.ipynb'})"))
     print(f"registered: {metrics.get('registered') or 'no'}\n{_summary(metrics)}")

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import tempfile
 import types
 import typing
@@ -84,12 +85,10 @@ class Paths:
 # %% ../nbs/00_core.ipynb #1e69200c
 @patch
 def scratch(self: Paths, prefix: str = "fakenews-scratch-") -> Paths:
-    "A new temporary artifact root for demos and tests that reads (and fills) this root's raw-data cache."
+    "A new temporary artifact root for demos and tests, its raw-data cache a copy of this root's."
     scratch = Paths(Path(tempfile.mkdtemp(prefix=prefix)))
-    scratch.data.mkdir()
-    self.raw.mkdir(parents=True, exist_ok=True)
-    try: scratch.raw.symlink_to(self.raw, target_is_directory=True)
-    except OSError: scratch.raw.mkdir()  # no symbolic links here (Windows without the privilege): a cache of its own
+    if self.raw.is_dir(): shutil.copytree(self.raw, scratch.raw, ignore=shutil.ignore_patterns(".*"))  # not half-made fetches
+    else: scratch.raw.mkdir(parents=True)
     return scratch
 
 # %% ../nbs/00_core.ipynb #29e01109
