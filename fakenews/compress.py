@@ -13,6 +13,7 @@ import io
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def _quiet_export():
     level = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()): yield
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # torch-internal
+            warnings.filterwarnings("ignore", "# The axis name: .* will not be used")  # both dynamic axes are named, on purpose
+            yield
     finally: logging.disable(level)
 
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> OnnxExport:

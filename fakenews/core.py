@@ -240,7 +240,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    home: str | None = None  # artifact root; None: $FAKENEWS_HOME or ./artifacts
+    home: str | None = None  # artifact root; None: `Paths.from_env` ($FAKENEWS_HOME, else the project's artifacts/)
 
     @property
     def paths(self) -> Paths: return Paths.from_env(self.home)

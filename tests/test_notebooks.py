@@ -11,7 +11,7 @@ NBS = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "nbs").gl
 
 
 @pytest.fixture(scope="session")
-def project_home(tmp_path_factory, mirror) -> Path:
+def project_home(tmp_path_factory) -> Path:
     "A project home like the one `make demo` leaves, in small: the default corpora prepared, LIAR cached, a model serving."
     from fakenews.acquire import corpus_files
     from fakenews.core import Config, ModelConfig
@@ -21,7 +21,7 @@ def project_home(tmp_path_factory, mirror) -> Path:
     home = tmp_path_factory.mktemp("project") / "artifacts"
     cfg = Config(home=str(home))
     prepare_data(cfg, progress=False)  # from the mirror, once; the chapters then run without it
-    corpus_files("liar", cfg.paths, str(mirror))
+    corpus_files("liar", cfg.paths, os.environ["FAKENEWS_DATA_DIR"])  # the mirror conftest names
     version = register(build_classifier(ModelConfig(backbone="tiny")), load_tokenizer("tiny"),
                        {"config": {"model": {"max_length": 64}}}, paths=cfg.paths, aliases=["production"])
     promote(version.ref, "serving", cfg.paths)
