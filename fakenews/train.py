@@ -134,7 +134,8 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
     if cfg.train.wandb:
         run_id = os.environ.get("WANDB_RUN_ID") or "".join(c if c.isalnum() or c in "-_" else "-" for c in run_dir.name)
         wandb_logger = WandbLogger(project=cfg.train.wandb_project, name=run_dir.name, id=run_id, resume="allow",
-                                   save_dir=str(run_dir), mode=wandb_mode(), config=config_to_dict(cfg))
+                                   save_dir=str(run_dir), mode=wandb_mode(), config=config_to_dict(cfg),
+                                   settings={"quiet": True})  # warnings still show; the run's summary is in metrics.json
         wandb_logger._wandb_init.pop("anonymous", None)  # Lightning 2.6 passes anonymous=None; wandb 0.31 warns the setting is gone
         loggers.append(wandb_logger)
     return loggers
