@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastcore.basics import patch
 from tqdm import tqdm
 
 from .core import LABELS, ModelError, Paths
