@@ -29,7 +29,7 @@ from .data import CATALOG, ChecksumError, Corpus, DataError, Source, SourceFile,
 
 # %% auto #0
 __all__ = ['log', 'write_verified', 'http_session', 'download', 'copy_verified', 'is_url', 'kaggle_credentials', 'fetch_kaggle',
-           'choose_source', 'fetch_corpus', 'catalog_table']
+           'choose_source', 'fetch_corpus', 'corpus_files', 'catalog_table']
 
 # %% ../nbs/01a_acquire.ipynb #7592500c
 log = get_logger("fakenews.acquire")
@@ -160,6 +160,12 @@ def _cached(source: Source, folder: Path) -> dict[str, str] | None:
         if f.sha256 and digests[f.name] != f.sha256: return None
     return digests
 
+def _cached_source(corpus: Corpus, folder: Path, preferred: Source) -> tuple[Source, dict[str, str] | None]:
+    "`preferred` with its cached digests, else another source of `corpus` whose files are all cached, else (`preferred`, None)."
+    for source in (preferred, *(s for s in corpus.sources if s is not preferred)):
+        if (digests := _cached(source, folder)) is not None: return source, digests
+    return preferred, None
+
 # %% ../nbs/01a_acquire.ipynb #16de7e54
 def fetch_corpus(name: str | Corpus, # catalog name, CSV path, or a `Corpus`
                  paths: Paths | None = None, # artifact root; default from the environment
@@ -169,9 +175,8 @@ def fetch_corpus(name: str | Corpus, # catalog name, CSV path, or a `Corpus`
     "Rows of corpus `name` (title, label, corpus, ...) and a record of the files they came from."
     corpus = name if isinstance(name, Corpus) else get_corpus(name)
     paths = paths or Paths.from_env()
-    source = choose_source(corpus, mirror)
     folder = paths.raw / corpus.name
-    digests = _cached(source, folder)
+    source, digests = _cached_source(corpus, folder, choose_source(corpus, mirror))
     if digests is None:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{corpus.name}-staging-"))
@@ -188,6 +193,19 @@ def fetch_corpus(name: str | Corpus, # catalog name, CSV path, or a `Corpus`
     record = {"corpus": corpus.name, "source": source.kind, "text_type": corpus.text_type,
               "files": {f.name: {"sha256": digests[f.name], "location": f.location} for f in source.files}}
     return frame.reset_index(drop=True).assign(corpus=corpus.name), record
+
+# %% ../nbs/01a_acquire.ipynb #02b8a715
+def corpus_files(name: str, # a catalog name
+                 paths: Paths | None = None, # artifact root whose raw cache is read (and filled); default from the environment
+                 mirror: str | None = None, # mirror folder or URL to fetch from when the cache lacks the files; None: download
+                 progress: bool = False, # progress bars while fetching
+                ) -> dict[str, Path]:
+    "{file name: path} of corpus `name`'s verified raw files in the cache, fetched there first when missing."
+    corpus, paths = get_corpus(name), paths or Paths.from_env()
+    folder = paths.raw / corpus.name
+    source, digests = _cached_source(corpus, folder, choose_source(corpus, mirror))
+    if digests is None: source = choose_source(corpus, mirror); fetch_corpus(corpus, paths, mirror, progress)
+    return {f.name: folder / f.name for f in source.files}
 
 # %% ../nbs/01a_acquire.ipynb #dec524d0
 def catalog_table(mirror: str | None = None) -> pd.DataFrame:

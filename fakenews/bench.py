@@ -7,7 +7,6 @@ Docs: https://fakenews-dev.github.io/fakenews/bench.html.md"""
 # %% ../nbs/03b_bench.ipynb #5137092c
 from __future__ import annotations
 
-import tempfile
 import time
 
 import pandas as pd
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from .core import Config, ModelConfig, TrainConfig, seed_everything
+from .core import Config, ModelConfig, Paths, TrainConfig, seed_everything
 from .model import TitleDataModule, build_classifier, load_tokenizer
 from .train import ensure_data, train
 
@@ -44,7 +43,7 @@ def bench_train(backbone: str = "minilm", steps: int = 30, batch_size: int = 32,
                 home: str | None = None) -> pd.DataFrame:
     "Samples/s of `train()` and of a plain loop on the same data, model and threads; the ratio in the last column."
     torch.set_num_threads(threads)
-    home = home or tempfile.mkdtemp(prefix="fakenews-bench-")
+    home = home or str(Paths.from_env().scratch(prefix="fakenews-bench-").home)  # the project's raw cache, its own data
     cfg = Config(model=ModelConfig(backbone=backbone), home=home,
                  train=TrainConfig(max_steps=steps, batch_size=batch_size, val_check_interval=steps + 1, threads=threads,
                                    wandb=False, register_as=None, run_name="bench", checkpoint_every_n_steps=steps + 1))

@@ -18,15 +18,18 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .core import LABELS, Paths
+from .core import LABELS, Paths, get_logger
 from .evaluate import scores
 from .predict import Predictor
 from .prepare import load_splits
 from .registry import ModelVersion, promote, resolve, versions
 
 # %% auto #0
-__all__ = ['matmul_gflops', 'title_flops', 'family', 'describe', 'pipeline_probabilities', 'measure', 'bench_infer',
+__all__ = ['log', 'matmul_gflops', 'title_flops', 'family', 'describe', 'pipeline_probabilities', 'measure', 'bench_infer',
            'pick_serving', 'promote_serving', 'plot_bench', 'save_bench']
+
+# %% ../nbs/05a_bench_infer.ipynb #6baff60f
+log = get_logger("fakenews.bench_infer")
 
 # %% ../nbs/05a_bench_infer.ipynb #0e06e833
 def matmul_gflops(size: int = 1024, seconds: float = 1.0) -> float:
@@ -103,8 +106,12 @@ def bench_infer(teacher: str = "production", refs: list[str] | None = None, thre
     titles = test.title.tolist()
     single = list(np.random.default_rng(0).choice(titles, size=min(latency_titles, len(titles)), replace=False))
     gflops = matmul_gflops()
+    step = lambda i, name: log.info("measuring %s (%d of %d): %d test titles x %d, then %d one at a time", name, i,
+                                    len(members) + 1, len(titles), repeats, len(single))
+    step(1, f"transformers.pipeline on {members[0].ref}")
     runs = {"transformers.pipeline": (members[0], measure(pipeline_probabilities(members[0]), titles, single, repeats))}
-    for v in members:
+    for i, v in enumerate(members, 2):
+        step(i, f"{v.ref} ({describe(v)})")
         predictor = Predictor.load(v.ref, paths, threads=threads)
         if v is members[0]:  # the mean real token count of a test title, for the FLOPs of the ceiling
             tokens = np.mean([len(x) for x in predictor.tokenizer(titles, truncation=True, max_length=predictor.max_length)["input_ids"]])

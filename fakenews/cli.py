@@ -22,7 +22,8 @@ from .prepare import prepare_data
 __all__ = ['COMMAND_HOOKS', 'cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list',
            'cmd_registry_promote', 'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress',
            'cmd_bench_infer', 'cmd_serve', 'cmd_monitor_report', 'cmd_bench_monitor', 'cmd_registry_push',
-           'build_parser', 'main', 'cmd_space_build', 'cmd_space_push', 'add_space_commands']
+           'build_parser', 'cmd_predict', 'cmd_bench_predict', 'add_predict_commands', 'main', 'cmd_space_build',
+           'cmd_space_push', 'add_space_commands']
 
 # %% ../nbs/08_cli.ipynb #7b1466fd
 def _config(args: argparse.Namespace) -> Config:
@@ -74,7 +75,7 @@ def cmd_train(args) -> int:
         cfg = config_from_parameters(params)  # a bad parameter fails before torch is imported
         from fakenews.train import train
         run_dir = train(cfg, progress=not args.quiet).run_dir
-    else: run_dir = run_notebook(params, log_output=not args.quiet)
+    else: run_dir = run_notebook(params, progress=not args.quiet)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run: {run_dir}" + ("" if args.no_notebook else f"  (record: {run_dir / 'run.ipynb'})"))
     print(f"registered: {metrics.get('registered') or 'no'}\n{_summary(metrics)}")
@@ -219,12 +220,12 @@ def _add_push_parser(registry) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; upload nothing")
     where.add_argument("--to-folder", metavar="DIR", help="write the repository's files to DIR instead of uploading them")
-    p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
+    p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME, else the project's artifacts/)")
     p.set_defaults(func=cmd_registry_push)
 
 # %% ../nbs/08_cli.ipynb #725608b1
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)")
+    p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME, else the project's artifacts/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. data.seed=1")
 
 COMMAND_HOOKS: list = []  # functions of the subparsers that add a stage's commands; later cells append theirs
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("ref", help="name:vN, vN, name:alias or alias"); rp.add_argument("alias")
     rs = reg.add_parser("show", help="a version's metadata"); rs.add_argument("ref")
     for p, f in ((rl, cmd_registry_list), (rp, cmd_registry_promote), (rs, cmd_registry_show)):
-        p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME or ./artifacts)"); p.set_defaults(func=f)
+        p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME, else the project's artifacts/)"); p.set_defaults(func=f)
     _add_push_parser(reg)
 
     ev = stages.add_parser("evaluate", help="score a registered model beside baselines; write the report and model card under reports/")
@@ -321,10 +322,57 @@ def build_parser() -> argparse.ArgumentParser:
     _common(mr); mr.set_defaults(func=cmd_monitor_report)
     bm = bench.add_parser("monitor", help="time a monitoring report on a log of --rows predictions (cold and cached reference)")
     bm.add_argument("--rows", type=int, default=10_000); bm.add_argument("--model", default="production")
-    bm.add_argument("--home", help="artifact root with the model and prepared data (default: $FAKENEWS_HOME or ./artifacts)")
+    bm.add_argument("--home", help="artifact root with the model and prepared data (default: $FAKENEWS_HOME, else the project's artifacts/)")
     bm.set_defaults(func=cmd_bench_monitor)
     for add_commands in COMMAND_HOOKS: add_commands(stages)
     return parser
+
+# %% ../nbs/08_cli.ipynb #0d74d164
+def cmd_predict(args) -> int:
+    "Score a file of titles; the summary (and the bad rows) on stderr."
+    cfg = _config(args)
+    from fakenews.batch import check_files, predict_file, serving_ref
+    from fakenews.predict import Predictor
+    check_files(args.file, args.output, args.format, args.output_format)  # a bad path fails before the model loads
+    predictor = Predictor.load(args.model or serving_ref(cfg.paths), cfg.paths, threads=args.threads or None, batch_size=args.batch_size)
+    summary = predict_file(args.file, args.output, predictor, column=args.column, fmt=args.format, out_fmt=args.output_format,
+                           chunk_size=args.chunk_size, strict=args.strict, uncertain=cfg.serve.uncertain, progress=False if args.quiet else None)
+    print(summary, file=sys.stderr)
+    return 0
+
+def cmd_bench_predict(args) -> int:
+    "Time `fakenews predict` on --titles test titles; print titles/s and peak memory."
+    from fakenews.batch import bench_predict
+    result = bench_predict(args.titles, args.model, args.chunk_size, args.threads, args.batch_size, args.home)
+    print(f"fakenews predict on {result['titles']:,} test titles with {result['model']} ({result['format']}), {result['threads']} threads: "
+          f"{result['titles/s']:,.0f} titles/s ({result['seconds']:.0f} s scoring, {result['wall s']:.0f} s in all), "
+          f"peak RSS {result['peak RSS (MB)']:,} MB; {result['rows out']:,} rows out")
+    return 0
+
+def add_predict_commands(stages) -> None:
+    "Add `fakenews predict` and `fakenews bench predict` to the stages."
+    pr = stages.add_parser("predict", help="score a CSV, TSV, JSON Lines or Parquet file of titles (- for stdin); the same rows out")
+    pr.add_argument("file", help="the input file, or - for stdin (CSV unless --format says otherwise)")
+    pr.add_argument("-o", "--output", default="-", help="the output file, its format from the suffix (default -: stdout, in the input's format)")
+    pr.add_argument("--model", help="registry reference or model folder (default: serving, else production)")
+    pr.add_argument("--column", default="title", help="the column holding the titles (default title)")
+    pr.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), help="the input's format (default: from the suffix; stdin: csv)")
+    pr.add_argument("--output-format", choices=("csv", "tsv", "jsonl", "parquet"), help="the output's format (default: from the suffix; stdout: the input's)")
+    pr.add_argument("--strict", action="store_true", help="stop at the first bad row (empty or non-text title, malformed line) with exit status 2")
+    pr.add_argument("--chunk-size", type=int, default=10_000, help="rows read, scored and written at a time (default 10000)")
+    pr.add_argument("--batch-size", type=int, default=64, help="titles per model call (default 64)")
+    pr.add_argument("--threads", type=int, default=0, help="model threads (default 0: the library's default, every core)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _common(pr); pr.set_defaults(func=cmd_predict)
+    bench = next(a for a in stages.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))  # bench's subcommands
+    bp = bench.add_parser("predict", help="fakenews predict on --titles test titles (the test split repeated): titles/s, peak memory")
+    bp.add_argument("--titles", type=int, default=1_000_000); bp.add_argument("--model", help="default: serving, else production")
+    bp.add_argument("--chunk-size", type=int, default=10_000); bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--threads", type=int, default=2)
+    bp.add_argument("--home", help="artifact root with the model and prepared data (default: $FAKENEWS_HOME, else the project's artifacts)")
+    bp.set_defaults(func=cmd_bench_predict)
+
+COMMAND_HOOKS.append(add_predict_commands)
 
 # %% ../nbs/08_cli.ipynb #388b22bb
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     try: return args.func(args)
     except (DataError, ModelError, ExperimentError, ValueError) as e:
         print(f"fakenews: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None: raise  # not about a path the user gave: a bug, keep the traceback
+        print(f"fakenews: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fakenews: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ import io
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def _quiet_export():
     level = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()): yield
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # torch-internal
+            warnings.filterwarnings("ignore", "# The axis name: .* will not be used")  # both dynamic axes are named, on purpose
+            yield
     finally: logging.disable(level)
 
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> OnnxExport:
@@ -128,10 +132,12 @@ def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | 
     max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
     splits = load_splits(paths)
     valid, test = splits["valid"], splits["test"]
+    log.info("scoring %s on the %d test titles, the reference for its variants", version.ref, len(test))
     source_pred = Predictor(model, tokenizer, max_length=max_length).predict_proba(test.title.tolist()) >= 0.5
     made, exported = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
+            log.info("making the %s variant of %s", method, version.ref)
             if method == "torch-int8": variant = Int8Model(model)
             else:
                 exported = exported or export_onnx(model, tokenizer, Path(tmp) / ONNX_FILE)  # one export serves both ONNX methods
@@ -152,5 +158,6 @@ def compress(teacher: str = "production", layers: Sequence[int] | None = None, m
     cfg = cfg or Config()
     check_methods(methods)
     sources = [resolve(teacher, cfg.paths)]
+    if distil: log.info("distilling a student of %s (a training run: progress below)", sources[0].ref)
     if distil: sources.append(train(distill_config(teacher, layers, cfg), progress=progress).version)
     return sources + [v for source in sources for v in make_variants(source.ref, methods, cfg.paths)]

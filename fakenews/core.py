@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import random
+import re
+import shutil
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['LABELS', 'ModelError', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig', 'DistillConfig', 'ServeConfig',
-           'MonitorConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override', 'save_config', 'load_config',
-           'file_sha256', 'seed_everything', 'pick_device', 'get_logger']
+__all__ = ['LABELS', 'ModelError', 'find_project', 'project_root', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig',
+           'DistillConfig', 'ServeConfig', 'MonitorConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override',
+           'save_config', 'load_config', 'file_sha256', 'seed_everything', 'pick_device', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #f486b266
 LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored in every split and model config
@@ -31,6 +36,24 @@ LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored i
 # %% ../nbs/00_core.ipynb #81a768e6
 class ModelError(Exception):
     "A backbone, registry reference or saved model that cannot be found or loaded; the message says what to do."
+
+# %% ../nbs/00_core.ipynb #60a78c44
+_PROJECT_NAME = re.compile(r'^\[project\][ \t]*$(?:(?!^\[)[\s\S])*?^name[ \t]*=[ \t]*["\']fakenews["\']', re.M)
+
+def find_project(folder: str | os.PathLike) -> Path | None:
+    "The nearest folder at or above `folder` whose `pyproject.toml` names the fakenews project; None if none does."
+    folder = Path(folder).expanduser().absolute()
+    for candidate in (folder, *folder.parents):
+        try: text = (candidate / "pyproject.toml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError): continue
+        if _PROJECT_NAME.search(text): return candidate
+    return None
+
+def project_root() -> Path | None:
+    "The checkout holding the working directory, else the one holding the fakenews package; None outside both."
+    spec = importlib.util.find_spec("fakenews")
+    package = Path(spec.origin).parent if spec and spec.origin else None
+    return find_project(Path.cwd()) or (find_project(package) if package else None)
 
 # %% ../nbs/00_core.ipynb #5e631edb
 @dataclass(frozen=True)
@@ -40,8 +63,11 @@ class Paths:
 
     @classmethod
     def from_env(cls, home: str | os.PathLike | None = None) -> Paths:
-        "Paths under `home`, else `$FAKENEWS_HOME`, else `./artifacts`."
-        return cls(Path(home or os.environ.get("FAKENEWS_HOME") or "artifacts").expanduser().absolute())
+        "Paths under `home`, else `$FAKENEWS_HOME`, else the project root's `artifacts/`, else `./artifacts`."
+        if not (home := home or os.environ.get("FAKENEWS_HOME")):
+            root = project_root()
+            home = root / "artifacts" if root else "artifacts"
+        return cls(Path(home).expanduser().absolute())
 
     @property
     def data(self) -> Path: return self.home / "data"  # prepared splits, manifest, data card
@@ -55,6 +81,15 @@ class Paths:
     def reports(self) -> Path: return self.home / "reports"  # evaluation and monitoring reports
     @property
     def predictions_db(self) -> Path: return self.home / "predictions.db"  # the serving prediction log
+
+# %% ../nbs/00_core.ipynb #1e69200c
+@patch
+def scratch(self: Paths, prefix: str = "fakenews-scratch-") -> Paths:
+    "A new temporary artifact root for demos and tests, its raw-data cache a copy of this root's."
+    scratch = Paths(Path(tempfile.mkdtemp(prefix=prefix)))
+    if self.raw.is_dir(): shutil.copytree(self.raw, scratch.raw, ignore=shutil.ignore_patterns(".*"))  # not half-made fetches
+    else: scratch.raw.mkdir(parents=True)
+    return scratch
 
 # %% ../nbs/00_core.ipynb #29e01109
 @dataclass
@@ -205,7 +240,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    home: str | None = None  # artifact root; None: $FAKENEWS_HOME or ./artifacts
+    home: str | None = None  # artifact root; None: `Paths.from_env` ($FAKENEWS_HOME, else the project's artifacts/)
 
     @property
     def paths(self) -> Paths: return Paths.from_env(self.home)

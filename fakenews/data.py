@@ -53,7 +53,9 @@ def read_table(path: os.PathLike, # a CSV or TSV file
               ) -> pd.DataFrame:
     "All fields of `path` as strings, indexed by line number; DataError on anything malformed."
     path = Path(path); name = path.name
-    raw = path.read_bytes()
+    try: raw = path.read_bytes()
+    except FileNotFoundError: raise DataError(f"{path}: no such file") from None
+    except OSError as e: raise DataError(f"{path}: cannot read it ({e.strerror})") from None
     if not raw.strip(): raise DataError(f"{name}: the file is empty")
     text = _decode(raw, name)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=True)

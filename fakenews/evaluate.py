@@ -7,6 +7,7 @@ Docs: https://fakenews-dev.github.io/fakenews/evaluate.html.md"""
 # %% ../nbs/04_evaluate.ipynb #d64de21e
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -147,7 +148,10 @@ def corpus_splits(corpora: Sequence[str], cfg: Config) -> dict[str, dict[str, pd
     for corpus in corpora:
         home = cfg.paths.reports / "cross-corpus" / corpus
         sub = Config(data=DataConfig(corpora=(corpus,), mirror=cfg.data.mirror, seed=cfg.data.seed), home=str(home))
-        if not (sub.paths.data / "manifest.json").is_file(): prepare_data(sub, progress=False)
+        if not (sub.paths.data / "manifest.json").is_file():
+            if (cfg.paths.raw / corpus).is_dir() and not (sub.paths.raw / corpus).exists():  # the corpus's cached files, not a new download
+                shutil.copytree(cfg.paths.raw / corpus, sub.paths.raw / corpus, ignore=shutil.ignore_patterns(".*"))
+            prepare_data(sub, progress=False)
         out[corpus] = load_splits(sub.paths)
     return out
 

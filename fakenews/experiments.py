@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from .core import Config, get_logger, override
 from .registry import promote
 
 # %% auto #0
-__all__ = ['log', 'PARAMETERS', 'ExperimentError', 'config_from_parameters', 'experiment_notebook', 'run_notebook',
-           'sweep_space_file', 'load_space', 'sample_trials', 'run_sweep']
+__all__ = ['log', 'PARAMETERS', 'ExperimentError', 'config_from_parameters', 'experiment_notebook', 'kernel_config',
+           'run_notebook', 'sweep_space_file', 'load_space', 'sample_trials', 'run_sweep']
 
 # %% ../nbs/03a_experiments.ipynb #87ab845a
 log = get_logger(__name__)
@@ -61,7 +62,12 @@ def experiment_notebook() -> Path:
         raise ExperimentError(f"no experiment notebook at {path}: set FAKENEWS_EXPERIMENT_NOTEBOOK, or train with --no-notebook")
     return path
 
-def run_notebook(params: dict, notebook: os.PathLike | None = None, log_output: bool = False) -> Path:
+def kernel_config():
+    "Kernel settings for papermill: IPC sockets where the platform has them (no TCP port, nothing sent in plain text)."
+    from traitlets.config import Config as TraitletsConfig
+    return TraitletsConfig({"KernelManager": {"transport": "ipc"}} if os.name == "posix" else {})
+
+def run_notebook(params: dict, notebook: os.PathLike | None = None, progress: bool = False) -> Path:
     "Execute the experiment notebook with `params` into `runs/<run_name>/run.ipynb`; return the run folder."
     import papermill
     cfg = config_from_parameters(params)  # fail on a bad parameter before a kernel starts
@@ -73,7 +79,8 @@ def run_notebook(params: dict, notebook: os.PathLike | None = None, log_output: 
     record = run_dir / "run.ipynb"
     try:
         papermill.execute_notebook(str(notebook or experiment_notebook()), str(record), parameters=typed,
-                                   kernel_name="python3", progress_bar=False, log_output=log_output, cwd=str(run_dir))
+                                   kernel_name="python3", progress_bar=False, stderr_file=sys.stderr if progress else None,
+                                   cwd=str(run_dir), config=kernel_config())
     except papermill.PapermillExecutionError as e:
         raise ExperimentError(f"the run failed ({e.ename}: {e.evalue}); the executed notebook {record} shows where") from None
     return run_dir

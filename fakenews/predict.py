@@ -24,9 +24,15 @@ from .prepare import clean_title
 from .registry import CALIBRATION_FILE, ModelVersion, load_model, quiet_hub, resolve, verify_files
 
 # %% auto #0
-__all__ = ['ONNX_FILE', 'INT8_FILE', 'FORMATS', 'check_request', 'softmax', 'calibration_error', 'fit_temperature', 'mean_pool',
-           'OnnxModel', 'quantize_linear', 'save_int8', 'load_int8', 'load_calibration', 'load_variant', 'Predictor',
-           'fit_calibration']
+__all__ = ['ONNX_FILE', 'INT8_FILE', 'FORMATS', 'title_problem', 'check_request', 'softmax', 'calibration_error',
+           'fit_temperature', 'mean_pool', 'OnnxModel', 'quantize_linear', 'save_int8', 'load_int8', 'load_calibration',
+           'load_variant', 'Predictor', 'fit_calibration']
+
+# %% ../nbs/02b_predict.ipynb #10f4027f
+def title_problem(title) -> str | None:
+    "What keeps `title` from being scored (`is empty`, `is int, not text`), or None when nothing does."
+    if not isinstance(title, str): return f"is {type(title).__name__}, not text"
+    return None if clean_title(title) else "is empty"  # blank, or only invisible characters
 
 # %% ../nbs/02b_predict.ipynb #18b5752e
 def check_request(titles) -> list[str]:
@@ -34,9 +40,8 @@ def check_request(titles) -> list[str]:
     if isinstance(titles, str): titles = [titles]
     cleaned = []
     for i, t in enumerate(titles):
-        if not isinstance(t, str): raise ValueError(f"title {i} is {type(t).__name__}, not text")
+        if (problem := title_problem(t)): raise ValueError(f"title {i} {problem}")
         cleaned.append(clean_title(t))
-        if not cleaned[-1]: raise ValueError(f"title {i} is empty")  # blank, or only invisible characters
     return cleaned
 
 def softmax(logits: np.ndarray) -> np.ndarray:

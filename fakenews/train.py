@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
@@ -34,8 +35,8 @@ from .prepare import load_splits, prepare_data
 from .registry import ModelVersion, check_alias, git_commit, load_model, register
 
 # %% auto #0
-__all__ = ['log', 'ensure_data', 'sample_corpora', 'TrainClock', 'wandb_mode', 'TrainResult', 'train', 'plot_history',
-           'plot_confusion']
+__all__ = ['log', 'ensure_data', 'sample_corpora', 'TrainClock', 'ProgressLog', 'wandb_mode', 'TrainResult', 'train',
+           'plot_history', 'plot_confusion']
 
 # %% ../nbs/03_train.ipynb #cf9ef60e
 log = get_logger(__name__)
@@ -55,12 +56,16 @@ def ensure_data(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict]:
     return load_splits(cfg.paths), prepared.manifest
 
 # %% ../nbs/03_train.ipynb #9c185632
-def sample_corpora(folder: Path, n: int = 400, corpora=("isot", "fakenewsnet"), seed: int = 0) -> tuple[str, ...]:
+def sample_corpora(folder: Path, # where the sample CSVs are written
+                   n: int = 400, # titles per corpus, half of each label
+                   corpora=("isot", "fakenewsnet"), seed: int = 0,
+                   paths: Paths | None = None, # artifact root whose raw cache the corpora come from; None: a cache inside `folder`
+                  ) -> tuple[str, ...]:
     "Small balanced labelled CSVs (`<corpus>_sample.csv`, `n` titles each) cut from catalog corpora, for quick runs."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     out = []
     for corpus in corpora:
-        frame = fetch_corpus(corpus, Paths.from_env(folder / "cache"), DataConfig().mirror_or_env, progress=False)[0]
+        frame = fetch_corpus(corpus, paths or Paths.from_env(folder / "cache"), DataConfig().mirror_or_env, progress=False)[0]
         frame = frame.groupby("label").sample(n // 2, random_state=seed)[["title", "label"]]
         frame.to_csv(folder / f"{corpus}_sample.csv", index=False); out.append(str(folder / f"{corpus}_sample.csv"))
     return tuple(out)
@@ -76,6 +81,47 @@ class TrainClock(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx): self.samples += len(batch["labels"])
     def on_train_end(self, trainer, module): self.seconds += time.perf_counter() - self._start - self._val
 
+# %% ../nbs/03_train.ipynb #039aa804
+def _duration(seconds: float) -> str:
+    "`1h 02m`, `4m 05s` or `12s`."
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+class ProgressLog(ProgressBar):
+    "Training progress as log lines every `seconds`: step, epoch, smoothed loss, speed, time left; validation scores."
+    def __init__(self, seconds: float = 30.0, logger=None):
+        super().__init__()
+        self.seconds, self._log, self._enabled = seconds, logger or log, True
+        self._loss, self._last, self._start, self._first, self._val_seconds = None, 0.0, 0.0, 0, 0.0
+
+    def disable(self): self._enabled = False
+    def enable(self): self._enabled = True
+
+    def on_train_start(self, trainer, module):
+        self._start = self._last = time.perf_counter(); self._first, self._val_seconds = trainer.global_step, 0.0
+        if self._enabled: self._log.info("training %d steps (%d per epoch) from step %d", trainer.max_steps, self.total_train_batches, self._first)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = float((outputs["loss"] if isinstance(outputs, dict) else outputs).detach())
+        self._loss = loss if self._loss is None else 0.9 * self._loss + 0.1 * loss  # smoothed over ~10 steps
+        now, step = time.perf_counter(), trainer.global_step
+        if self._enabled and (now - self._last >= self.seconds or step >= trainer.max_steps):
+            self._last, rate = now, (step - self._first) / max(now - self._start - self._val_seconds, 1e-9)
+            self._log.info("step %d/%d (epoch %d, %.0f%%)  loss %.4f  %.2f steps/s  %s left", step, trainer.max_steps,
+                          trainer.current_epoch + 1, 100 * step / trainer.max_steps, self._loss, rate,
+                          _duration((trainer.max_steps - step) / rate) if rate else "?")
+
+    def on_validation_start(self, trainer, module): self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking or not self._enabled: return
+        self._val_seconds += time.perf_counter() - self._val_start
+        scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self._log.info("validation at step %d: %s", trainer.global_step, "  ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
+
+    def on_test_start(self, trainer, module):
+        if self._enabled: self._log.info("testing the best checkpoint on %d test batches", sum(trainer.num_test_batches))
+
 # %% ../nbs/03_train.ipynb #bdbafadd
 def wandb_mode() -> str:
     "`WANDB_MODE` if set, else online when `WANDB_API_KEY` is set, else offline."
@@ -87,8 +133,11 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
     loggers = [CSVLogger(run_dir.parent, name=run_dir.name, version="")]  # runs/<run_name>/metrics.csv
     if cfg.train.wandb:
         run_id = os.environ.get("WANDB_RUN_ID") or "".join(c if c.isalnum() or c in "-_" else "-" for c in run_dir.name)
-        loggers.append(WandbLogger(project=cfg.train.wandb_project, name=run_dir.name, id=run_id, resume="allow",
-                                   save_dir=str(run_dir), mode=wandb_mode(), config=config_to_dict(cfg)))
+        wandb_logger = WandbLogger(project=cfg.train.wandb_project, name=run_dir.name, id=run_id, resume="allow",
+                                   save_dir=str(run_dir), mode=wandb_mode(), config=config_to_dict(cfg),
+                                   settings={"quiet": True})  # warnings still show; the run's summary is in metrics.json
+        wandb_logger._wandb_init.pop("anonymous", None)  # Lightning 2.6 passes anonymous=None; wandb 0.31 warns the setting is gone
+        loggers.append(wandb_logger)
     return loggers
 
 # %% ../nbs/03_train.ipynb #519d38e7
@@ -106,7 +155,7 @@ def _trainer(cfg: Config, run_dir: Path, n_train: int, clock: TrainClock, progre
                                  enable_version_counter=False),
                  ModelCheckpoint(ckpt_dir, save_top_k=0, save_last=True, every_n_train_steps=tc.checkpoint_every_n_steps),
                  EarlyStopping("val/loss", patience=tc.patience, mode="min"), LearningRateMonitor("step"), clock]
-    if progress: callbacks.append(TQDMProgressBar(refresh_rate=20))
+    if progress: callbacks.append(TQDMProgressBar(refresh_rate=20) if sys.stderr.isatty() else ProgressLog())  # a log has no redraws
     per_steps = tc.val_check_interval > 1
     trainer = L.Trainer(max_epochs=-1, val_check_interval=int(tc.val_check_interval) if per_steps else tc.val_check_interval,
                         check_val_every_n_epoch=None if per_steps else 1, accelerator=tc.accelerator,
@@ -131,7 +180,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     cfg = override(cfg, {"train.run_name": tc.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")})
     run_dir = cfg.paths.runs / cfg.train.run_name; run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads: torch.set_num_threads(tc.threads)
-    if not progress: _quiet_libraries()
+    if not (progress and sys.stderr.isatty()): _quiet_libraries()  # a terminal shows Lightning's notes; a log needs only progress
     seed_everything(tc.seed)
     splits, manifest = ensure_data(cfg)
     save_config(cfg, run_dir / "config.json")

@@ -10,9 +10,28 @@ import pytest
 NBS = sorted(p.name for p in (Path(__file__).resolve().parent.parent / "nbs").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="session")
+def project_home(tmp_path_factory) -> Path:
+    "A project home like the one `make demo` leaves, in small: the default corpora prepared, LIAR cached, a model serving."
+    from fakenews.acquire import corpus_files
+    from fakenews.core import Config, ModelConfig
+    from fakenews.model import build_classifier, load_tokenizer
+    from fakenews.prepare import prepare_data
+    from fakenews.registry import promote, register
+    home = tmp_path_factory.mktemp("project") / "artifacts"
+    cfg = Config(home=str(home))
+    prepare_data(cfg, progress=False)  # from the mirror, once; the chapters then run without it
+    corpus_files("liar", cfg.paths, os.environ["FAKENEWS_DATA_DIR"])  # the mirror conftest names
+    version = register(build_classifier(ModelConfig(backbone="tiny")), load_tokenizer("tiny"),
+                       {"config": {"model": {"max_length": 64}}}, paths=cfg.paths, aliases=["production"])
+    promote(version.ref, "serving", cfg.paths)
+    return home
+
+
 @pytest.mark.parametrize("notebook", NBS)
-def test_notebook(notebook, tmp_path):
-    env = {**os.environ, "FAKENEWS_HOME": str(tmp_path / "home"), "MPLBACKEND": "Agg"}
+def test_notebook(notebook, project_home):
+    "Each chapter as a reader runs it after `make demo`: from nbs/, no mirror, the project's artifacts already there."
+    env = {k: v for k, v in os.environ.items() if k != "FAKENEWS_DATA_DIR"} | {"FAKENEWS_HOME": str(project_home), "MPLBACKEND": "Agg"}
     nbdev_test = Path(sys.executable).with_name("nbdev-test")
     r = subprocess.run([str(nbdev_test), f"nbs/{notebook}"], cwd=Path(__file__).resolve().parent.parent,
                        capture_output=True, text=True, env=env, timeout=600)

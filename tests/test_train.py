@@ -129,11 +129,16 @@ def test_best_alias_follows_the_best_checkpoint_validation_loss(tmp_path, sample
 
 def test_papermill_run_record_uses_the_given_lr(tmp_path, sample_corpora):
     home = tmp_path / "home"
-    cmd = [FAKENEWS, "train", "-q", "--home", str(home), "-p", "backbone", "tiny", "-p", "max_steps", "20",
+    cmd = [FAKENEWS, "train", "--home", str(home), "-p", "backbone", "tiny", "-p", "max_steps", "20",
            "-p", "lr", "0.000123", "-p", "run_name", "pm", "-p", "corpora", ",".join(sample_corpora),
            "-p", "val_check_interval", "10", "--set", "train.warmup_ratio=0"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    # The kernel's progress reaches the terminal, without the warnings of an unencrypted TCP kernel, of tqdm
+    # missing ipywidgets in a kernel, or of a wandb setting that no longer exists.
+    assert "step 20/20 (epoch" in r.stderr and " left" in r.stderr and "validation at step 10: val/acc" in r.stderr, r.stderr[-3000:]
+    for warning in ("without encryption", "IProgress not found", "anonymous setting"):
+        assert warning not in r.stderr, r.stderr[-3000:]
     run_dir = home / "runs" / "pm"
     record = nbformat.read(run_dir / "run.ipynb", as_version=4)
     injected = next(c for c in record.cells if "injected-parameters" in c.metadata.get("tags", []))
