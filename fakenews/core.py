@@ -28,7 +28,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['LABELS', 'ModelError', 'find_project', 'project_root', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig',
            'DistillConfig', 'ServeConfig', 'MonitorConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override',
-           'save_config', 'load_config', 'file_sha256', 'seed_everything', 'pick_device', 'get_logger']
+           'save_config', 'file_sha256', 'seed_everything', 'get_logger']
 
 # %% ../nbs/00_core.ipynb #f486b266
 LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored in every split and model config
@@ -315,10 +315,6 @@ def save_config(cfg, path: os.PathLike) -> Path:
     path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     return path
 
-def load_config(path: os.PathLike, cls=Config):
-    "Read a config written by `save_config`."
-    return config_from_dict(json.loads(Path(path).read_text()), cls)
-
 # %% ../nbs/00_core.ipynb #dade0220
 def file_sha256(path: os.PathLike, chunk_size: int = 1 << 20) -> str:
     "Hex sha256 of a file's bytes."
@@ -337,21 +333,6 @@ def seed_everything(seed: int) -> int:
     except ImportError: return seed
     torch.manual_seed(seed)  # seeds CUDA devices too
     return seed
-
-# %% ../nbs/00_core.ipynb #aadfd28c
-def pick_device(prefer: str = "auto") -> str:
-    "'cuda', 'mps' or 'cpu': the best available for 'auto', else check that `prefer` exists."
-    try: import torch
-    except ImportError: torch = None
-    cuda = bool(torch and torch.cuda.is_available())
-    mps = bool(torch and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if prefer == "auto": return "cuda" if cuda else "mps" if mps else "cpu"
-    kind = prefer.split(":")[0]
-    if kind == "cpu": return prefer
-    if kind == "cuda" and not cuda: raise RuntimeError(f"device {prefer!r} requested but CUDA is not available here")
-    if kind == "mps" and not mps: raise RuntimeError(f"device {prefer!r} requested but MPS is not available here")
-    if kind not in ("cuda", "mps"): raise ValueError(f"unknown device {prefer!r}: use auto, cpu, cuda[:N] or mps")
-    return prefer
 
 # %% ../nbs/00_core.ipynb #1ce4bba4
 def get_logger(name: str = "fakenews") -> logging.Logger:
