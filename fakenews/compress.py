@@ -23,7 +23,8 @@ from transformers import AutoConfig
 
 from .core import Config, Paths, get_logger, override
 from .evaluate import scores
-from .predict import INT8_FILE, ONNX_FILE, OnnxModel, Predictor, fit_calibration, mean_pool, quantize_linear, save_int8
+from .predict import (INT8_FILE, ONNX_FILE, OnnxModel, Predictor, fit_calibration, mean_pool, quantize_linear, save_int8,
+                              version_max_length)
 from .prepare import load_splits
 from .registry import ModelVersion, load_model, register, resolve
 from .train import train
@@ -129,7 +130,7 @@ def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | 
     check_methods(methods)
     paths = paths or Paths.from_env()
     model, tokenizer, version = load_model(source, paths)  # once for every method
-    max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
+    max_length = version_max_length(version)
     splits = load_splits(paths)
     valid, test = splits["valid"], splits["test"]
     log.info("scoring %s on the %d test titles, the reference for its variants", version.ref, len(test))

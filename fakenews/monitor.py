@@ -28,11 +28,10 @@ from .predict import Predictor
 from .prepare import clean_title, load_splits
 
 # %% auto #0
-__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'GAUGES', 'TOKEN_ENV', 'MIN_TOKEN_CHARS', 'REPORT_CSP',
-           'MonitorError', 'parse_since', 'read_window', 'write_atomic', 'text_descriptors', 'reference_frame',
-           'window_frame', 'script_safe', 'drift_report', 'summarize', 'logged_model', 'monitoring_dir',
-           'latest_report', 'monitor_report', 'summary_markdown', 'prune_reports', 'MonitorCollector',
-           'register_metrics', 'check_token', 'report_frame', 'report_views', 'monitoring_tab', 'bench_monitor']
+__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'MonitorError', 'parse_since', 'read_window',
+           'write_atomic', 'text_descriptors', 'reference_frame', 'window_frame', 'script_safe', 'drift_report',
+           'summarize', 'logged_model', 'monitoring_dir', 'latest_report', 'prune_reports', 'monitor_report',
+           'summary_markdown', 'bench_monitor']
 
 # %% ../nbs/07_monitor.ipynb #68ec5879
 log = get_logger(__name__)
@@ -54,7 +53,7 @@ def parse_since(since: str | datetime | None, now: datetime | None = None) -> da
     except ValueError: raise MonitorError(f"--since {since!r} is neither an ISO time (2025-01-31T12:00) nor a span (30m, 24h, 7d)") from None
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
 
-# %% ../nbs/07_monitor.ipynb #1a10b302
+# %% ../nbs/07_monitor.ipynb #3ee8ed35
 def read_window(db_url: str | None, # SQLAlchemy URL of the prediction log; None: SQLite at `Paths.predictions_db`
                 mcfg: MonitorConfig, # `min_rows` and the default `window`
                 window: int | None = None, # the newest this many rows; None: `mcfg.window` unless `since` is given
@@ -102,7 +101,7 @@ def text_descriptors(titles) -> pd.DataFrame:
         rows.append((len(t), len(t.split()), 1 - letters / max(len(t), 1), upper / max(letters, 1)))
     return pd.DataFrame(rows, columns=list(DESCRIPTORS), dtype=float)
 
-# %% ../nbs/07_monitor.ipynb #4c9b5598
+# %% ../nbs/07_monitor.ipynb #356abe95
 def _sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame if len(frame) <= n else frame.sample(n, random_state=seed).sort_index()
 
@@ -134,6 +133,7 @@ def reference_frame(predictor: Predictor, cfg: Config) -> tuple[pd.DataFrame, np
     write_atomic(cache, pd.concat([frame, _embedding_frame(emb)], axis=1).to_parquet)  # concurrent reports: one wins, none tears
     return frame, emb
 
+# %% ../nbs/07_monitor.ipynb #d5c92e7c
 def window_frame(window: pd.DataFrame, predictor: Predictor, mcfg: MonitorConfig) -> tuple[pd.DataFrame, np.ndarray]:
     "The logged rows (a uniform sample of `max_rows` when more) as reference-like columns, and their embeddings."
     rows = _sample(window, mcfg.max_rows, mcfg.seed)
@@ -223,7 +223,7 @@ def logged_model(rows: pd.DataFrame) -> str:
                            "name the model to monitor with --model")
     return ref
 
-# %% ../nbs/07_monitor.ipynb #dd4a21ec
+# %% ../nbs/07_monitor.ipynb #0bbfab94
 def monitoring_dir(paths: Paths) -> Path: return paths.reports / "monitoring"
 
 def latest_report(paths: Paths) -> dict | None:
@@ -234,6 +234,23 @@ def latest_report(paths: Paths) -> dict | None:
         except (OSError, ValueError) as e: log.warning(f"skipping the unreadable monitoring summary {found}: {e}")
     return None
 
+# %% ../nbs/07_monitor.ipynb #2ab92322
+_REPORT_FOLDER = re.compile(r"^\d{8}-\d{6}-\d{6}$")
+
+def prune_reports(paths: Paths, mcfg: MonitorConfig, now: datetime | None = None) -> list[Path]:
+    "Delete the report folders older than `mcfg.report_retention_days` but the newest, and as stale reference caches; the folders deleted."
+    folder = monitoring_dir(paths)
+    if not mcfg.report_retention_days or not folder.is_dir(): return []
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=mcfg.report_retention_days)
+    reports = sorted(p for p in folder.iterdir() if p.is_dir() and _REPORT_FOLDER.match(p.name))
+    removed = [p for p in reports[:-1] if datetime.strptime(p.name, "%Y%m%d-%H%M%S-%f").replace(tzinfo=timezone.utc) < cutoff]
+    for p in removed: shutil.rmtree(p, ignore_errors=True)
+    for cache in (folder / "reference").glob("*") if (folder / "reference").is_dir() else []:
+        if cache.is_file() and cache.stat().st_mtime < cutoff.timestamp(): cache.unlink(missing_ok=True)
+    if removed: log.info(f"deleted {len(removed)} monitoring reports older than {mcfg.report_retention_days:g} days")
+    return removed
+
+# %% ../nbs/07_monitor.ipynb #72bc2f9b
 def monitor_report(cfg: Config | None = None, # the config (its `monitor` section, the artifact root)
                    model: str | None = None, # registry reference; None: the version that served the newest row (`logged_model`)
                    window: int | None = None, # the newest this many rows; None: `cfg.monitor.window` unless `since`
@@ -271,6 +288,7 @@ def monitor_report(cfg: Config | None = None, # the config (its `monitor` sectio
     prune_reports(paths, mcfg)
     return summary
 
+# %% ../nbs/07_monitor.ipynb #0f436261
 def summary_markdown(summary: dict) -> str:
     "The summary as a few lines of markdown: the verdict, the window, and a table of scores."
     w = summary["window"]
@@ -287,127 +305,6 @@ def summary_markdown(summary: dict) -> str:
         table.to_markdown(index=False, floatfmt=".3f"), "",
         f"Tests: {summary['tests']['total'] - len(failed)} of {summary['tests']['total']} passed" + (f"; failed: {'; '.join(failed)}." if failed else "."),
         "", f"Report: {summary['folder']}/report.html"])
-
-# %% ../nbs/07_monitor.ipynb #2ab92322
-_REPORT_FOLDER = re.compile(r"^\d{8}-\d{6}-\d{6}$")
-
-def prune_reports(paths: Paths, mcfg: MonitorConfig, now: datetime | None = None) -> list[Path]:
-    "Delete the report folders older than `mcfg.report_retention_days` but the newest, and as stale reference caches; the folders deleted."
-    folder = monitoring_dir(paths)
-    if not mcfg.report_retention_days or not folder.is_dir(): return []
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=mcfg.report_retention_days)
-    reports = sorted(p for p in folder.iterdir() if p.is_dir() and _REPORT_FOLDER.match(p.name))
-    removed = [p for p in reports[:-1] if datetime.strptime(p.name, "%Y%m%d-%H%M%S-%f").replace(tzinfo=timezone.utc) < cutoff]
-    for p in removed: shutil.rmtree(p, ignore_errors=True)
-    for cache in (folder / "reference").glob("*") if (folder / "reference").is_dir() else []:
-        if cache.is_file() and cache.stat().st_mtime < cutoff.timestamp(): cache.unlink(missing_ok=True)
-    if removed: log.info(f"deleted {len(removed)} monitoring reports older than {mcfg.report_retention_days:g} days")
-    return removed
-
-# %% ../nbs/07_monitor.ipynb #2ef53a68
-GAUGES = {  # gauge name -> (help, value from a summary)
-    "fakenews_monitor_drift_share": ("share of monitored columns that drifted in the newest monitoring report", lambda s: s["drift_share"]),
-    "fakenews_monitor_drift_detected": ("1 when the newest monitoring report detected drift, else 0", lambda s: float(s["drift_detected"])),
-    "fakenews_monitor_drifted_columns": ("monitored columns that drifted in the newest monitoring report", lambda s: len(s["drifted_columns"])),
-    "fakenews_monitor_embedding_drift_score": ("ROC AUC of the embedding domain classifier in the newest report", lambda s: s["columns"]["embedding"]["score"]),
-    "fakenews_monitor_failed_tests": ("failed tests in the newest monitoring report", lambda s: len(s["tests"]["failed"])),
-    "fakenews_monitor_window_rows": ("logged predictions in the window of the newest monitoring report", lambda s: s["window"]["rows"]),
-    "fakenews_monitor_report_timestamp_seconds": ("when the newest monitoring report was made (Unix time)",
-                                                  lambda s: datetime.fromisoformat(s["created"]).timestamp()),
-}
-
-class MonitorCollector:
-    "Prometheus gauges of the newest monitoring report under `paths`, read at each scrape."
-    def __init__(self, paths: Paths): self.paths = paths
-
-    def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-        summary = latest_report(self.paths)
-        for name, (doc, value) in GAUGES.items():
-            gauge = GaugeMetricFamily(name, doc, labels=["model"])
-            if summary is not None:
-                try: gauge.add_metric([str(summary["model"])], float(value(summary)))
-                except (KeyError, TypeError, ValueError): pass  # a summary of another shape: no sample rather than a failed scrape
-            yield gauge
-
-    def describe(self):
-        from prometheus_client.core import GaugeMetricFamily
-        return [GaugeMetricFamily(name, doc, labels=["model"]) for name, (doc, _) in GAUGES.items()]
-
-def register_metrics(registry=None, # a prometheus_client CollectorRegistry; None: the default registry
-                     cfg: Config | None = None, # whose artifact root holds the reports
-                     db_url: str | None = None, # unused: the gauges come from the reports (the serving hook's signature)
-                    ) -> MonitorCollector:
-    "Add the monitoring gauges to `registry`; return the collector."
-    from prometheus_client import REGISTRY
-    collector = MonitorCollector((cfg or Config()).paths)
-    (registry if registry is not None else REGISTRY).register(collector)
-    return collector
-
-# %% ../nbs/07_monitor.ipynb #d614907a
-TOKEN_ENV = "FAKENEWS_MONITOR_TOKEN"
-MIN_TOKEN_CHARS = 16
-
-def check_token(given: str | None) -> str | None:
-    "None when `given` matches `$FAKENEWS_MONITOR_TOKEN`, else why not (compared in constant time)."
-    expected = os.environ.get(TOKEN_ENV)
-    if not expected: return f"the monitoring tab is off: set {TOKEN_ENV} on the server to enable it"
-    if len(expected) < MIN_TOKEN_CHARS: return f"the monitoring tab is off: {TOKEN_ENV} must have at least {MIN_TOKEN_CHARS} characters"
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()): return "wrong token"
-    return None
-
-REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-              "img-src data: blob:; font-src data:")  # the page's inline code and data (Evidently needs no eval), no network
-
-def report_frame(page: str) -> str:
-    "An HTML page in an iframe that cannot reach the app (sandboxed, without same-origin) nor the network (CSP)."
-    page = f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">' + page  # first: before any script
-    return (f'<iframe title="Evidently report" sandbox="allow-scripts" referrerpolicy="no-referrer" '
-            f'style="width:100%;height:900px;border:0" srcdoc="{html.escape(page)}"></iframe>')
-
-# %% ../nbs/07_monitor.ipynb #c2e5f7d9
-def report_views(paths: Paths) -> tuple[str, str, str | None]:
-    "Markdown summary, sandboxed iframe and report path of the newest report (placeholders when there is none)."
-    summary = latest_report(paths)
-    if summary is None: return "No monitoring report yet.", "", None
-    page = Path(summary["folder"]) / "report.html"
-    if not page.is_file(): return summary_markdown(summary), "", None
-    return summary_markdown(summary), report_frame(page.read_text()), str(page)
-
-def monitoring_tab(cfg: Config, db_url: str | None = None) -> None:
-    "Gradio components of the app's monitoring tab (call inside a `gr.Tab`): nothing shown without the token."
-    import gradio as gr
-    from gradio.utils import get_upload_folder
-    nothing = ("", "", None)
-    def offered(views):  # the download: a copy among Gradio's temporary files (it serves nothing from the artifact root)
-        text, frame, page = views
-        if page is None: return views
-        copy = Path(get_upload_folder()) / "fakenews-reports" / f"report-{os.urandom(6).hex()}.html"
-        copy.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(page, copy)
-        return text, frame, str(copy)
-    def show(token):
-        if (why := check_token(token)) is not None: gr.Warning(why); return nothing
-        return offered(report_views(cfg.paths))
-    def generate(token, window):
-        if (why := check_token(token)) is not None: gr.Warning(why); return nothing
-        try: monitor_report(cfg, window=int(window) if window else None, db_url=db_url)
-        except MonitorError as e: gr.Warning(f"no report: {e}")
-        except Exception: log.exception("the monitoring report failed"); gr.Warning("no report: it failed, the server log says why")
-        return offered(report_views(cfg.paths))
-    enabled = check_token(None) == "wrong token"  # a token of a sound length is set
-    gr.Markdown("Drift of the logged headlines against the validation split: descriptors, text, the model's embeddings and "
-                "its predictions (see the monitoring chapter). Reports quote logged headlines: they are shown only with the "
-                f"token in `{TOKEN_ENV}`" + ("." if enabled else ", which is not set (or too short) on this server: the tab is off."))
-    with gr.Row():
-        token = gr.Textbox(type="password", label=f"token ({TOKEN_ENV})", interactive=enabled, elem_id="monitor-token")
-        window = gr.Number(value=cfg.monitor.window, precision=0, minimum=1, label="window: newest logged predictions")
-    with gr.Row():
-        show_button = gr.Button("Show the newest report", interactive=enabled, elem_id="monitor-show")
-        generate_button = gr.Button("Generate a report", variant="primary", interactive=enabled, elem_id="monitor-generate")
-    outputs = [gr.Markdown(elem_id="monitor-summary"), gr.HTML(elem_id="monitor-report"), gr.File(label="report.html")]
-    show_button.click(show, [token], outputs, api_name="monitor_show", api_visibility="private")
-    generate_button.click(generate, [token, window], outputs, api_name="monitor_generate", api_visibility="private",
-                          concurrency_limit=1)
 
 # %% ../nbs/07_monitor.ipynb #4b5d0961
 def bench_monitor(rows: int = 10_000, # logged predictions to report on

@@ -447,11 +447,11 @@ def ui_batch(self: Service, path: str | None):
 
 # %% ../nbs/06_serve.ipynb #a147a772
 def _monitor_hook(name: str):
-    "`fakenews.monitor.<name>` when that module exists and defines it, else None."
-    if importlib.util.find_spec("fakenews.monitor") is None: return None
-    try: return getattr(importlib.import_module("fakenews.monitor"), name, None)
+    "`fakenews.monitor_app.<name>` when that module exists and defines it, else None."
+    if importlib.util.find_spec("fakenews.monitor_app") is None: return None
+    try: return getattr(importlib.import_module("fakenews.monitor_app"), name, None)
     except Exception as e:  # a broken monitoring install must not take serving down
-        _log.warning(f"fakenews.monitor does not import ({type(e).__name__}: {e}): serving without its {name}"); return None
+        _log.warning(f"fakenews.monitor_app does not import ({type(e).__name__}: {e}): serving without its {name}"); return None
 
 def _delete_cache(limits: ServeConfig) -> tuple[int, int]:
     "Gradio's `delete_cache`: (every how many seconds, files older than how many seconds) from the retention."

@@ -87,7 +87,7 @@ def needs_torch(version: ModelVersion) -> bool:
     raise ModelError(f"cannot serve {version.ref}: {last}")
 
 # %% ../nbs/06b_space.ipynb #b7e4f271
-LEFT_OUT_MODULES = ("monitor.py",)  # the monitoring tab would show every visitor the headlines others typed
+LEFT_OUT_MODULES = ("monitor.py", "monitor_app.py")  # the monitoring tab would show every visitor the headlines others typed
 
 def copy_package(dest: Path) -> list[Path]:
     "Copy the running fakenews package (sources and resources, no bytecode, no monitoring) to `dest/fakenews`; its files."

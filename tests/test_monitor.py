@@ -9,7 +9,8 @@ from conftest import FAKENEWS, tiny_config
 from prometheus_client import CollectorRegistry
 
 from fakenews.core import MonitorConfig
-from fakenews.monitor import MonitorError, latest_report, monitor_report, register_metrics
+from fakenews.monitor import MonitorError, latest_report, monitor_report
+from fakenews.monitor_app import register_metrics
 from fakenews.predict import Predictor
 from fakenews.predlog import PredictionLog
 from fakenews.prepare import load_splits

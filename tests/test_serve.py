@@ -63,7 +63,7 @@ def test_health_ready_and_docs(server):
     assert page.status_code == 200 and "gradio" in page.text.lower()
     tabs = [c["props"].get("label") for c in requests.get(f"{url}/config", timeout=10).json()["components"] if c.get("type") == "tabitem"]
     assert tabs[:2] == ["Headline", "Batch (CSV)"]
-    if importlib.util.find_spec("fakenews.monitor"): assert "Monitoring" in tabs  # the monitoring chapter's hook
+    if importlib.util.find_spec("fakenews.monitor_app"): assert "Monitoring" in tabs  # the monitoring chapter's hook
 
 
 def test_predict_one_and_many(server):
