@@ -573,7 +573,8 @@ _CONFIG_ENV = "FAKENEWS_SERVE_CONFIG"
 def app_from_env() -> FastAPI:
     "The app of the config in `$FAKENEWS_SERVE_CONFIG` (JSON): each worker process of `serve` builds its own."
     if folder := multiprocess_dir(): atexit.register(mark_process_dead, os.getpid(), folder)  # its live gauges go with it
-    return build_app(config_from_dict(json.loads(os.environ[_CONFIG_ENV])))
+    cfg = config_from_dict(json.loads(os.environ[_CONFIG_ENV]))
+    return build_app(cfg, load_predictor(cfg))  # loaded before the worker accepts: it shares the socket with ready ones
 
 def serve(cfg: Config | None = None) -> None:
     "Load the model and serve the API and app with uvicorn on `cfg.serve.host:port` until interrupted."
