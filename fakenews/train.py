@@ -232,6 +232,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, tc.aliases)
+    trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
     return TrainResult(run_dir, metrics, best, version)
 
 def _quiet_libraries() -> None:
@@ -250,8 +251,12 @@ def _keep_history(run_dir: Path) -> None:
 def _misclassified(trainer: L.Trainer, module: TitleClassifier, dm: TitleDataModule, valid: pd.DataFrame) -> pd.DataFrame:
     "The validation titles the tested model gets wrong, most confident first."
     out = trainer.predict(module, dataloaders=dm.eval_dataloader("valid"))
-    rows = torch.cat([o["row"] for o in out]).numpy()
-    prob = torch.cat([o["prob_fake"] for o in out]).float().numpy()
+    rows, prob = torch.cat([o["row"] for o in out]).cpu(), torch.cat([o["prob_fake"] for o in out]).float().cpu()
+    if trainer.world_size > 1:  # DDP: each rank predicted its own share, unpadded (shares may differ by one): gather them all
+        shares = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shares, (rows, prob))
+        rows, prob = torch.cat([r for r, _ in shares]), torch.cat([p for _, p in shares])
+    rows, prob = rows.numpy(), prob.numpy()
     frame = valid.iloc[rows][["title", "label", "corpus"]].assign(prob_fake=prob)
     frame = frame[(frame.prob_fake >= 0.5).astype(int) != frame.label]
     return frame.assign(confidence=(frame.prob_fake - 0.5).abs() * 2).sort_values("confidence", ascending=False)
