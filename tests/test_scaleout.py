@@ -228,3 +228,51 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path):
     (tmp_path / "alerts.yml").write_text(rules.replace("> 0.05", "> 0.5"))
     r = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "FakenewsHighErrorRatio" in r.stdout + r.stderr, r.stdout
+
+
+# docker/compose.yaml: no Docker engine here, so the file is validated and cross-checked, not run ------------------
+
+COMPOSE = ROOT / "docker" / "compose.yaml"
+
+
+def compose() -> dict: return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_follows_the_compose_specification():
+    "Against the Compose specification's JSON schema, vendored from the docker-compose 1.29.2 wheel (PyPI)."
+    import json
+    import jsonschema
+    schema = json.loads((ROOT / "docker" / "compose-spec.schema.json").read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    assert [e.message for e in validator.iter_errors(compose())] == []
+    broken = compose()
+    broken["services"]["app"]["replicas"] = 2  # belongs under deploy: the schema must catch it
+    assert any("replicas" in e.message for e in validator.iter_errors(broken))
+
+
+def test_compose_services_fit_together(tmp_path):
+    services = compose()["services"]
+    app, pg, prom = services["app"], services["postgres"], services["prometheus"]
+    dockerfile = (ROOT / "docker" / "serve.Dockerfile").read_text()
+    assert app["image"] == "fakenews-serve:latest" and "EXPOSE 7860" in dockerfile
+    assert app["deploy"]["replicas"] >= 2 and app["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert all(p.endswith(":7860") for p in app["ports"])
+    # the replicas' log is the postgres service's database, as its user; the password reaches libpq from the environment
+    [url] = [a.split("=", 1)[1] for a in app["command"] if a.startswith("serve.db_url=")]
+    env = pg["environment"]
+    assert url == f"postgresql+psycopg://{env['POSTGRES_USER']}@postgres:5432/{env['POSTGRES_DB']}"
+    assert app["environment"]["PGPASSWORD"] == env["POSTGRES_PASSWORD"] == services["monitor"]["environment"]["PGPASSWORD"]
+    assert services["monitor"]["entrypoint"][-1] == url
+    # the command is one `fakenews serve` accepts: it gets as far as looking for a model
+    r = subprocess.run([FAKENEWS, "serve", *app["command"], "--home", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nothing to serve" in r.stderr, r.stderr
+    # Prometheus reads the config and rules of docker/prometheus, scraping the app service on its port
+    [mount] = [v for v in prom["volumes"] if v.startswith("./prometheus:")]
+    assert mount.split(":")[1] == "/etc/prometheus" and "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+    config = yaml.safe_load((RULES / "prometheus.yml").read_text())
+    assert all((RULES / f).is_file() for f in config["rule_files"])
+    [sd] = config["scrape_configs"][0]["dns_sd_configs"]
+    assert sd["names"] == ["app"] and sd["port"] == 7860
+    if PROMTOOL:  # the image runs the version whose promtool tested the rules here
+        local = re.search(r"version (\d+\.\d+\.\d+)", subprocess.run([PROMTOOL, "--version"], capture_output=True, text=True).stdout)[1]
+        assert prom["image"] == f"prom/prometheus:v{local}", (prom["image"], local)
