@@ -587,6 +587,8 @@ def serve(cfg: Config | None = None) -> None:
     if s.workers == 1:
         uvicorn.run(build_app(cfg, load_predictor(cfg)), host=s.host, port=s.port, log_level="warning")
     else:
+        _log.warning(f"{s.workers} workers share the port: the REST API scales, but the web app at / does not (Gradio keeps its "
+                     "queue and sessions in each process, and a browser's requests reach several): serve the app with one worker")
         folder = tempfile.mkdtemp(prefix="fakenews-metrics-")  # fresh each run: no counts left from an earlier one
         os.environ[_CONFIG_ENV], os.environ[MULTIPROC_ENV] = json.dumps(config_to_dict(cfg)), folder  # the workers inherit both
         try: uvicorn.run("fakenews.serve:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning")
