@@ -29,7 +29,7 @@ from sklearn.metrics import confusion_matrix
 import fakenews
 from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
-from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
+from .model import TitleClassifier, TitleDataModule, _metrics, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
 from .prepare import load_splits, prepare_data
 from .registry import ModelVersion, check_alias, git_commit, load_model, register
@@ -210,6 +210,9 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
     test = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
     preds = module.test_predictions
+    if trainer.world_size > 1:  # DDP: the sampler repeats titles to even out the ranks' shares; score each test title once
+        prob = torch.tensor(preds.prob_fake.values)
+        test |= {k: float(v) for k, v in _metrics("test/")(torch.stack([1 - prob, prob], 1), torch.tensor(preds.label.values)).items()}
     matrix = confusion_matrix(preds.label, (preds.prob_fake >= 0.5).astype(int), labels=sorted(LABELS)).tolist()
     wrong = _misclassified(trainer, module, dm, splits["valid"])
     metrics = {"val/loss": val_loss, **test, "confusion_matrix": matrix, "steps": trainer.global_step,

@@ -13,11 +13,24 @@ from fakenews.predict import Predictor
 from fakenews.prepare import load_splits
 
 
+def odd_corpora(folder, sample_corpora) -> list[str]:
+    "The sample corpora, 10 titles fewer in one label of the first: 79 validation and 79 test titles, odd for two ranks."
+    first = pd.read_csv(sample_corpora[0])
+    first = first.drop(first[first.label == first.label.iloc[0]].index[:10])
+    first.to_csv(folder / "first.csv", index=False)
+    return [str(folder / "first.csv"), *sample_corpora[1:]]
+
+
+def macro_f1(matrix) -> float:
+    m = np.asarray(matrix)
+    return float(np.mean([2 * m[c, c] / d if (d := m[c].sum() + m[:, c].sum()) else 0.0 for c in range(len(m))]))
+
+
 def test_ddp_two_cpu_processes_test_every_title_once_and_register(tmp_path, sample_corpora):
-    home = tmp_path / "home"
+    home, corpora = tmp_path / "home", odd_corpora(tmp_path, sample_corpora)
     cmd = [FAKENEWS, "train", "--no-notebook", "-q", "--home", str(home), "-p", "backbone", "tiny", "-p", "max_steps", "4",
            "-p", "batch_size", "16", "-p", "run_name", "ddp", "-p", "wandb", "false", "-p", "val_check_interval", "2",
-           "-p", "corpora", ",".join(sample_corpora),
+           "-p", "corpora", ",".join(corpora),
            "--set", "train.strategy=ddp", "--set", "train.devices=2", "--set", "train.accelerator=cpu", "--set", "train.threads=1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"WANDB_MODE": "offline"})
     out = r.stdout + r.stderr
@@ -29,7 +42,11 @@ def test_ddp_two_cpu_processes_test_every_title_once_and_register(tmp_path, samp
     assert metrics["registered"] == "fakenews:v1" and metrics["steps"] == 4
 
     # the test split: every title scored exactly once over the two ranks (DistributedSampler pads with repeats)
-    assert np.sum(metrics["confusion_matrix"]) == len(splits["test"])
+    assert len(splits["test"]) % 2 == 1 and len(splits["valid"]) % 2 == 1  # so that the ranks' shares differ
+    matrix = np.asarray(metrics["confusion_matrix"])
+    assert matrix.sum() == len(splits["test"])
+    assert abs(metrics["test/acc"] - np.trace(matrix) / matrix.sum()) < 1e-6, (metrics["test/acc"], matrix)
+    assert abs(metrics["test/f1"] - macro_f1(matrix)) < 1e-6, (metrics["test/f1"], matrix)
     corpora = {k.split("/")[1] for k in metrics if k.startswith("test/") and k.count("/") == 2}
     assert corpora == set(splits["test"].corpus), corpora
 
