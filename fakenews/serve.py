@@ -7,6 +7,7 @@ Docs: https://fakenews-dev.github.io/fakenews/serve.html.md"""
 # %% ../nbs/06_serve.ipynb #14d20294
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import importlib.util
@@ -14,6 +15,8 @@ import io
 import json
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +32,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from pydantic import BaseModel, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -47,10 +51,11 @@ import uvicorn
 from gradio.utils import get_upload_folder
 
 # %% auto #0
-__all__ = ['REST_ROUTES', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor', 'RequestError', 'check_titles',
-           'ServeMetrics', 'Service', 'check_filename', 'read_titles_csv', 'explained_words', 'occlusion',
-           'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api',
-           'example_titles', 'uploaded_file', 'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
+__all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor',
+           'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Service',
+           'check_filename', 'read_titles_csv', 'explained_words', 'occlusion', 'PredictRequest', 'Prediction',
+           'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file',
+           'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -99,28 +104,64 @@ def check_titles(titles, limits: ServeConfig, # the server's limits
 
 # %% ../nbs/06_serve.ipynb #8b1b1638
 REST_ROUTES = ("/predict", "/predict/csv", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: set before it is imported
+
+def multiprocess_dir() -> str | None:
+    "The folder where worker processes share their metrics, or None in a single process."
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
 
 class ServeMetrics:
-    "The server's Prometheus metrics, in a registry of their own."
+    "The server's Prometheus metrics, in a registry of their own; summed over the workers in multiprocess mode."
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
-        self.requests = Counter("fakenews_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.latency = Histogram("fakenews_request_seconds", "HTTP request latency by route", ["route"], registry=r,
+        self.folder = multiprocess_dir()
+        if self.folder: MultiProcessCollector(r, path=self.folder)  # every worker's files; the metrics below write there
+        own = None if self.folder else r  # registered twice, this process's values would be counted twice
+        self.requests = Counter("fakenews_requests", "HTTP requests by route and status", ["route", "status"], registry=own)
+        self.latency = Histogram("fakenews_request_seconds", "HTTP request latency by route", ["route"], registry=own,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.predictions = Counter("fakenews_predictions", "titles scored, by label and source", ["label", "source"], registry=r)
-        self.uncertain = Counter("fakenews_uncertain_predictions", "titles scored inside the uncertain band, by source", ["source"], registry=r)
-        self.batch = Histogram("fakenews_batch_titles", "titles per scoring call", registry=r,
+        self.predictions = Counter("fakenews_predictions", "titles scored, by label and source", ["label", "source"], registry=own)
+        self.uncertain = Counter("fakenews_uncertain_predictions", "titles scored inside the uncertain band, by source", ["source"], registry=own)
+        self.batch = Histogram("fakenews_batch_titles", "titles per scoring call", registry=own,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 5000))
-        self.model_seconds = Histogram("fakenews_model_seconds", "model time per scoring call", registry=r,
+        self.model_seconds = Histogram("fakenews_model_seconds", "model time per scoring call", registry=own,
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.model = Info("fakenews_model", "the model this server answers with", registry=r)
-        self.log_pending = Gauge("fakenews_prediction_log_pending", "predictions queued but not stored yet", registry=r)
-        self.log_dead_lettered = Gauge("fakenews_prediction_log_dead_lettered", "predictions the log could not store, kept in its dead-letter file", registry=r)
-        self.log_lost = Gauge("fakenews_prediction_log_lost", "predictions neither the log nor its dead-letter file could take", registry=r)
+        self.model = Info("fakenews_model", "the model this server answers with", registry=r)  # per process: an Info cannot be summed
+        self.log_pending = Gauge("fakenews_prediction_log_pending", "predictions queued but not stored yet", registry=own,
+                                 multiprocess_mode="livesum")  # a worker that exited has nothing pending
+        self.log_dead_lettered = Gauge("fakenews_prediction_log_dead_lettered", "predictions the log could not store, kept in its dead-letter file",
+                                       registry=own, multiprocess_mode="sum")  # since the server started, exited workers included
+        self.log_lost = Gauge("fakenews_prediction_log_lost", "predictions neither the log nor its dead-letter file could take",
+                              registry=own, multiprocess_mode="sum")
+        self._sample = None
 
     def route(self, path: str) -> str: return path if path in REST_ROUTES else "ui"
 
-    def exposition(self) -> bytes: return generate_latest(self.registry)
+    def watch(self, log: PredictionLog, every: float = 1.0) -> None:
+        "Copy `log`'s pending, dead-lettered and lost counts to the gauges now, at each scrape, and every `every` seconds while it runs."
+        def sample():
+            self.log_pending.set(log.pending); self.log_dead_lettered.set(log.dead_lettered); self.log_lost.set(log.lost)
+        def loop():
+            while log.alive: sample(); time.sleep(every)
+            sample()
+        self._sample = sample; sample()
+        threading.Thread(target=loop, name="log-gauges", daemon=True).start()
+
+    def exposition(self) -> bytes:
+        "The metrics in Prometheus' text format: this process's, or every worker's in multiprocess mode."
+        if self._sample: self._sample()
+        if self.folder: mark_exited_dead(self.folder)
+        return generate_latest(self.registry)
+
+def mark_exited_dead(folder: str) -> list[int]:
+    "`mark_process_dead` for every process that left live gauges in `folder` and has exited (killed ones too); their pids."
+    pids = {int(m[1]) for f in Path(folder).glob("gauge_live*_*.db") if (m := re.search(r"_(\d+)\.db$", f.name))}
+    dead = []
+    for pid in sorted(pids):
+        try: os.kill(pid, 0)
+        except ProcessLookupError: mark_process_dead(pid, folder); dead.append(pid)
+        except PermissionError: pass  # alive, another user's
+    return dead
 
 # %% ../nbs/06_serve.ipynb #5b115e78
 class Service:
@@ -147,9 +188,7 @@ class Service:
         self.log = PredictionLog(self.db_url, max_pending=s.log_queue_rows, attempts=s.log_attempts,
                                  stuck_seconds=s.log_stuck_seconds, retention_days=s.log_retention_days,
                                  dead_letter=dead_letter_path(self.db_url, self.cfg.paths))
-        self.metrics.log_pending.set_function(lambda: self.log.pending)
-        self.metrics.log_dead_lettered.set_function(lambda: self.log.dead_lettered)
-        self.metrics.log_lost.set_function(lambda: self.log.lost)
+        self.metrics.watch(self.log)
         if self.predictor is None: threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -533,7 +572,9 @@ _CONFIG_ENV = "FAKENEWS_SERVE_CONFIG"
 
 def app_from_env() -> FastAPI:
     "The app of the config in `$FAKENEWS_SERVE_CONFIG` (JSON): each worker process of `serve` builds its own."
-    return build_app(config_from_dict(json.loads(os.environ[_CONFIG_ENV])))
+    if folder := multiprocess_dir(): atexit.register(mark_process_dead, os.getpid(), folder)  # its live gauges go with it
+    cfg = config_from_dict(json.loads(os.environ[_CONFIG_ENV]))
+    return build_app(cfg, load_predictor(cfg))  # loaded before the worker accepts: it shares the socket with ready ones
 
 def serve(cfg: Config | None = None) -> None:
     "Load the model and serve the API and app with uvicorn on `cfg.serve.host:port` until interrupted."
@@ -546,5 +587,9 @@ def serve(cfg: Config | None = None) -> None:
     if s.workers == 1:
         uvicorn.run(build_app(cfg, load_predictor(cfg)), host=s.host, port=s.port, log_level="warning")
     else:
-        os.environ[_CONFIG_ENV] = json.dumps(config_to_dict(cfg))
-        uvicorn.run("fakenews.serve:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning")
+        _log.warning(f"{s.workers} workers share the port: the REST API scales, but the web app at / does not (Gradio keeps its "
+                     "queue and sessions in each process, and a browser's requests reach several): serve the app with one worker")
+        folder = tempfile.mkdtemp(prefix="fakenews-metrics-")  # fresh each run: no counts left from an earlier one
+        os.environ[_CONFIG_ENV], os.environ[MULTIPROC_ENV] = json.dumps(config_to_dict(cfg)), folder  # the workers inherit both
+        try: uvicorn.run("fakenews.serve:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning")
+        finally: shutil.rmtree(folder, ignore_errors=True); os.environ.pop(MULTIPROC_ENV, None)

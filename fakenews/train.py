@@ -29,7 +29,7 @@ from sklearn.metrics import confusion_matrix
 import fakenews
 from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
-from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
+from .model import TitleClassifier, TitleDataModule, _metrics, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
 from .prepare import load_splits, prepare_data
 from .registry import ModelVersion, check_alias, git_commit, load_model, register
@@ -210,6 +210,9 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
     test = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
     preds = module.test_predictions
+    if trainer.world_size > 1:  # DDP: the sampler repeats titles to even out the ranks' shares; score each test title once
+        prob = torch.tensor(preds.prob_fake.values)
+        test |= {k: float(v) for k, v in _metrics("test/")(torch.stack([1 - prob, prob], 1), torch.tensor(preds.label.values)).items()}
     matrix = confusion_matrix(preds.label, (preds.prob_fake >= 0.5).astype(int), labels=sorted(LABELS)).tolist()
     wrong = _misclassified(trainer, module, dm, splits["valid"])
     metrics = {"val/loss": val_loss, **test, "confusion_matrix": matrix, "steps": trainer.global_step,
@@ -232,6 +235,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, tc.aliases)
+    trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
     return TrainResult(run_dir, metrics, best, version)
 
 def _quiet_libraries() -> None:
@@ -250,8 +254,12 @@ def _keep_history(run_dir: Path) -> None:
 def _misclassified(trainer: L.Trainer, module: TitleClassifier, dm: TitleDataModule, valid: pd.DataFrame) -> pd.DataFrame:
     "The validation titles the tested model gets wrong, most confident first."
     out = trainer.predict(module, dataloaders=dm.eval_dataloader("valid"))
-    rows = torch.cat([o["row"] for o in out]).numpy()
-    prob = torch.cat([o["prob_fake"] for o in out]).float().numpy()
+    rows, prob = torch.cat([o["row"] for o in out]).cpu(), torch.cat([o["prob_fake"] for o in out]).float().cpu()
+    if trainer.world_size > 1:  # DDP: each rank predicted its own share, unpadded (shares may differ by one): gather them all
+        shares = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shares, (rows, prob))
+        rows, prob = torch.cat([r for r, _ in shares]), torch.cat([p for _, p in shares])
+    rows, prob = rows.numpy(), prob.numpy()
     frame = valid.iloc[rows][["title", "label", "corpus"]].assign(prob_fake=prob)
     frame = frame[(frame.prob_fake >= 0.5).astype(int) != frame.label]
     return frame.assign(confidence=(frame.prob_fake - 0.5).abs() * 2).sort_values("confidence", ascending=False)

@@ -172,3 +172,42 @@ def fill_hub_cache(folder, repo_id: str, cache, revision: str = "main") -> str:
     (repo / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
     (repo / "refs" / revision).write_text(commit)  # no newline, as huggingface_hub writes it
     return commit
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    "A TCP port free on 127.0.0.1 just now (the server that takes it may still race another process for it)."
+    return _free_port()
+
+
+def _wait_until(check, seconds: float = 60, every: float = 0.2, what: str = "the condition"):
+    "The first truthy `check()` within `seconds`; an AssertionError naming `what` (and the last error) after that."
+    import time
+    deadline, last = time.monotonic() + seconds, None
+    while True:
+        try:
+            if value := check(): return value
+        except Exception as e: last = e  # a server still starting: connection refused, 503
+        assert time.monotonic() < deadline, f"{what} not met within {seconds} s (last error: {last!r})"
+        time.sleep(every)
+
+
+@pytest.fixture
+def wait_until():
+    "wait_until(check, seconds=60, every=0.2, what=...) -> the first truthy check(); fails the test on time-out."
+    return _wait_until
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory, sample_corpora) -> Path:
+    "An artifact root holding prepared splits and a tiny model trained in this session (seconds), aliased `production`."
+    from fakenews.train import train
+    home = tmp_path_factory.mktemp("tiny_home")
+    train(tiny_config(home, sample_corpora, aliases=("production",)), progress=False)
+    return home
