@@ -382,14 +382,18 @@ def cmd_bench_serve(args) -> int:
     settings = {k: v for k in ("batch_wait_ms", "batch_max_titles") if (v := getattr(args, k)) is not None}
     connections = tuple(int(c) for c in args.connections.split(","))
     anchors = () if args.no_anchors else ("pipeline", "constant")
-    table = bench_serve(args.model, connections, args.seconds, paths, anchors=anchors, settings=settings)
+    titles = None
+    if args.titles:
+        import pandas as pd
+        titles = pd.read_csv(args.titles, dtype=str, keep_default_na=False)["title"].tolist()
+    table = bench_serve(args.model, connections, args.seconds, paths, anchors=anchors, settings=settings, titles=titles)
     a = table.attrs
     print(f"{a['model']} (pipeline anchor: {a['pipeline model']}), {a['seconds per point']:g} s per point, {a['cpus']} CPUs, settings {a['settings']}")
     print(table.drop(columns=["seconds"]).to_markdown(index=False, floatfmt=".3g"))
     print(f"titles scored {a['scored']:,}, rows logged {a['logged']:,}: {'equal' if a['scored'] == a['logged'] else 'DIFFERENT'}")
     print(f"saved {save_bench_serve(table, paths)}")
     if args.profile:
-        tables = profile_server(args.model, 32, args.seconds, paths, settings=settings)
+        tables = profile_server(args.model, 32, args.seconds, paths, settings=settings, titles=titles)
         print(tables[0].to_markdown(index=False, floatfmt=".1f")); print(tables[1].to_markdown(index=False, floatfmt=".1f"))
         print("saved " + ", ".join(map(str, save_profile(tables, args.profile_dir or paths.reports / "bench", args.profile))))
     return 0 if a["scored"] == a["logged"] and table.errors.sum() == 0 else 1
@@ -403,6 +407,7 @@ def add_bench_serve_command(stages) -> None:
     bs.add_argument("--seconds", type=float, default=10, help="seconds per point (default 10)")
     bs.add_argument("--batch-wait-ms", type=float, help="serve.batch_wait_ms of the server (default: the config's)")
     bs.add_argument("--batch-max-titles", type=int, help="serve.batch_max_titles of the server (default: the config's)")
+    bs.add_argument("--titles", help="a CSV file whose `title` column holds the request titles (default: the test split)")
     bs.add_argument("--no-anchors", action="store_true", help="measure fakenews serve alone")
     bs.add_argument("--profile", metavar="NAME", help="also profile the server with py-spy at 32 connections; save NAME-parts.csv, NAME-frames.csv, NAME.json")
     bs.add_argument("--profile-dir", help="where --profile writes (default <home>/reports/bench)")
