@@ -21,11 +21,13 @@ from collections import Counter as Tally
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import requests
 from pydantic import BaseModel
 
 from .core import Paths, get_logger
+from .predict import Predictor
 from .predlog import read_predictions
 from .prepare import load_splits
 from .registry import ModelVersion, resolve
@@ -33,8 +35,8 @@ from .registry import ModelVersion, resolve
 # %% auto #0
 __all__ = ['log', 'WAITING', 'PARTS', 'wrk_script', 'run_wrk', 'AnchorRequest', 'anchor_app', 'run_anchor', 'free_port',
            'fakenews_command', 'anchor_command', 'server_process', 'pipeline_model', 'bench_titles', 'server_counters',
-           'bench_serve', 'read_profile', 'profile_table', 'py_spy', 'profile_server', 'save_profile',
-           'save_bench_serve']
+           'settled_counters', 'model_alone', 'bench_serve', 'read_profile', 'profile_table', 'py_spy',
+           'profile_server', 'save_profile', 'save_bench_serve']
 
 # %% ../nbs/06c_bench_serve.ipynb #928dd76b
 log = get_logger("fakenews.bench_serve")
@@ -175,6 +177,28 @@ def server_counters(url: str) -> dict:
             elif s.name in ("fakenews_batch_titles_sum", "fakenews_batch_titles_count"): c[s.name.rsplit("_", 1)[1]] += s.value
     return dict(c)
 
+def settled_counters(url: str, quiet: float = 0.5, timeout: float = 30) -> dict:
+    "`server_counters` once they stop moving for `quiet` seconds: requests wrk left in flight when it stopped are scored too."
+    now, deadline = server_counters(url), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        if (then := server_counters(url)) == now: break
+        now = then
+    return now
+
+def model_alone(ref: str, paths: Paths | None, titles: list[str], n: int = 200, batch: int = 32) -> dict:
+    "The served model without a server, in this process on one thread: single-title p50/p95 ms over `n` titles, titles/s at `batch`."
+    predictor = Predictor.load(ref, paths, threads=1)
+    predictor.predict_proba(titles[:batch])  # warm-up
+    times = []
+    for t in (titles * (1 + n // len(titles)))[:n]:
+        start = time.perf_counter(); predictor.predict_proba([t]); times.append(time.perf_counter() - start)
+    chunks = [titles[i:i + batch] for i in range(0, min(len(titles), 20 * batch), batch)]
+    start = time.perf_counter()
+    for chunk in chunks: predictor.predict_proba(chunk)
+    return {"model p50 ms": float(np.percentile(times, 50) * 1e3), "model p95 ms": float(np.percentile(times, 95) * 1e3),
+            f"model titles/s at batch {batch}": sum(map(len, chunks)) / (time.perf_counter() - start)}
+
 # %% ../nbs/06c_bench_serve.ipynb #bf80b129
 def bench_serve(ref: str = "serving", # the registry reference fakenews serves
                 connections: tuple[int, ...] = (1, 8, 32, 64), # wrk connections, one point each
@@ -183,7 +207,8 @@ def bench_serve(ref: str = "serving", # the registry reference fakenews serves
                 anchors: tuple[str, ...] = ("pipeline", "constant"), # measured beside fakenews, in this order
                 settings: dict | None = None, # more `serve.*` settings for fakenews, e.g. {"batch_wait_ms": 2}
                 titles: list[str] | None = None, # the request titles, in turn; default `bench_titles`
-                warmup: float = 1) -> pd.DataFrame:
+                warmup: float = 1,
+                model: bool = True) -> pd.DataFrame: # also time the model alone, in this process, after the servers
     "Every server at every connection count, measured in one run: a row per (server, connections), ratios to the anchors."
     paths = paths or Paths.from_env()
     version, source = resolve(ref, paths), pipeline_model(ref, paths)
@@ -206,16 +231,17 @@ def bench_serve(ref: str = "serving", # the registry reference fakenews serves
                         after = server_counters(url)
                         point["titles/call"] = (after["sum"] - before["sum"]) / max(1, after["count"] - before["count"])
                     rows.append({"server": name} | point)
-                if name == "fakenews": counts = server_counters(url)
+                if name == "fakenews": counts = settled_counters(url)
             if name == "fakenews": counts["logged"] = len(read_predictions(db_url))  # the server has stopped: all stored
     table = pd.DataFrame(rows)
+    alone = model_alone(version.ref, paths, titles) if model else {}
     for anchor, col in (("pipeline", "x pipeline"), ("constant", "% of ceiling")):
         if anchor in anchors:
             base = table[table.server == anchor].set_index("connections")["req/s"]
             table[col] = table["req/s"] / table.connections.map(base) * (100 if anchor == "constant" else 1)
     table.attrs = {"model": version.ref, "pipeline model": source.ref, "seconds per point": seconds, "titles": len(titles),
                    "cpus": os.cpu_count(), "settings": settings or {}, "scored": int(counts.get("scored", 0)),
-                   "logged": counts.get("logged", 0), "time": f"{datetime.now():%Y-%m-%d %H:%M}"}
+                   "logged": counts.get("logged", 0), "time": f"{datetime.now():%Y-%m-%d %H:%M}"} | alone
     return table
 
 # %% ../nbs/06c_bench_serve.ipynb #4a87ac7d

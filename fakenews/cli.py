@@ -390,6 +390,9 @@ def cmd_bench_serve(args) -> int:
     a = table.attrs
     print(f"{a['model']} (pipeline anchor: {a['pipeline model']}), {a['seconds per point']:g} s per point, {a['cpus']} CPUs, settings {a['settings']}")
     print(table.drop(columns=["seconds"]).to_markdown(index=False, floatfmt=".3g"))
+    if "model p50 ms" in a:
+        print(f"the model alone (this process, 1 thread): single title p50 {a['model p50 ms']:.2f} ms, p95 {a['model p95 ms']:.2f} ms; "
+              f"{a['model titles/s at batch 32']:,.0f} titles/s at batch 32")
     print(f"titles scored {a['scored']:,}, rows logged {a['logged']:,}: {'equal' if a['scored'] == a['logged'] else 'DIFFERENT'}")
     print(f"saved {save_bench_serve(table, paths)}")
     if args.profile:
