@@ -158,10 +158,11 @@ def server_process(cmd: list[str], port: int, timeout: float = 180):
 
 # %% ../nbs/06c_bench_serve.ipynb #9250e248
 def pipeline_model(ref: str, paths: Paths | None = None) -> ModelVersion:
-    "The model the pipeline anchor loads for `ref`: the registered source of a compressed variant, else `ref` itself."
+    "The teacher behind `ref`, which the pipeline anchor loads: a variant's source, a distilled student's teacher, else `ref` itself."
     version = resolve(ref, paths)
-    source = version.meta.get("variant", {}).get("source")
-    return resolve(source, paths) if source else version
+    if source := version.meta.get("variant", {}).get("source"): return pipeline_model(source, paths)
+    if teacher := version.meta.get("config", {}).get("distill", {}).get("teacher"): return pipeline_model(teacher, paths)
+    return version
 
 def bench_titles(paths: Paths | None = None, n: int = 2000) -> list[str]:
     "Up to `n` distinct test-split titles: headlines no model was trained on."
@@ -246,7 +247,8 @@ def bench_serve(ref: str = "serving", # the registry reference fakenews serves
 
 # %% ../nbs/06c_bench_serve.ipynb #4a87ac7d
 WAITING = ("Condition.wait (threading.py", "Runner.run (asyncio/runners.py", "Event.wait (threading.py", "_wait_for_tstate_lock",
-           "select (selectors.py", "Thread.join", "SimpleQueue.get", "Queue.get (queue.py")  # innermost frames of threads not on CPU
+           "select (selectors.py", "Thread.join", "SimpleQueue.get", "Queue.get (queue.py",
+           "_worker (concurrent/futures/thread.py", "WorkerThread.run (anyio")  # innermost frames of threads not on CPU (in a C wait)
 
 PARTS = [  # (part of the server, what its frames name); the first match from the innermost frame out wins
     ("model (onnxruntime, torch)", ("onnxruntime", "torch/", "Predictor.forward")),
@@ -282,17 +284,17 @@ def _part(frames: list[str]) -> str:
     return "other Python (fakenews and the rest)"
 
 def profile_table(stacks: list[tuple[list[str], int]], top: int = 15) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "(% of all samples by part of the server, the `top` innermost frames on CPU with their self and total % of CPU samples)."
-    total = sum(n for _, n in stacks) or 1
-    parts, own, inside = Tally(), Tally(), Tally()
+    "(% of the samples on CPU by part of the server, the `top` innermost frames on CPU with their self and total %); the waiting share in attrs."
+    parts, own, inside, waiting = Tally(), Tally(), Tally(), 0
     for frames, n in stacks:
-        parts[part := _part(frames)] += n
-        if part.startswith("waiting") or not frames: continue
-        own[frames[-1]] += n
+        if (part := _part(frames)).startswith("waiting") or not frames: waiting += n; continue
+        parts[part] += n; own[frames[-1]] += n
         for f in set(frames): inside[f] += n
     busy = sum(own.values()) or 1
-    by_part = pd.DataFrame([{"part": p, "% of samples": 100 * n / total} for p, n in parts.most_common()])
-    frames = pd.DataFrame([{"frame": f, "self % (CPU)": 100 * n / busy, "total % (CPU)": 100 * inside[f] / busy} for f, n in own.most_common(top)])
+    by_part = pd.DataFrame([{"part": p, "% of CPU samples": 100 * n / busy} for p, n in parts.most_common()], columns=["part", "% of CPU samples"])
+    frames = pd.DataFrame([{"frame": f, "self %": 100 * n / busy, "total %": 100 * inside[f] / busy} for f, n in own.most_common(top)],
+                          columns=["frame", "self %", "total %"])
+    for t in (by_part, frames): t.attrs = {"samples": busy + waiting, "waiting % of samples": 100 * waiting / max(1, busy + waiting)}
     return by_part, frames
 
 # %% ../nbs/06c_bench_serve.ipynb #7f2d9b48
@@ -321,7 +323,7 @@ def profile_server(ref: str = "serving", connections: int = 32, seconds: float =
             sampler.join()
     if "stacks" not in sampled: raise RuntimeError("py-spy took no samples")
     tables = profile_table(sampled["stacks"], top)
-    for t in tables: t.attrs = {"model": resolve(ref, paths).ref, "settings": settings or {}, "samples": sum(n for _, n in sampled["stacks"])} | point
+    for t in tables: t.attrs = {"model": resolve(ref, paths).ref, "settings": settings or {}} | t.attrs | point
     return tables
 
 def save_profile(tables: tuple[pd.DataFrame, pd.DataFrame], folder: str | os.PathLike, name: str) -> list[Path]:
