@@ -22,8 +22,8 @@ from .prepare import prepare_data
 __all__ = ['COMMAND_HOOKS', 'cmd_data_prepare', 'cmd_data_list', 'cmd_train', 'cmd_sweep', 'cmd_registry_list',
            'cmd_registry_promote', 'cmd_registry_show', 'cmd_evaluate', 'cmd_bench_train', 'cmd_compress',
            'cmd_bench_infer', 'cmd_serve', 'cmd_monitor_report', 'cmd_bench_monitor', 'cmd_registry_push',
-           'build_parser', 'cmd_predict', 'cmd_bench_predict', 'add_predict_commands', 'main', 'cmd_space_build',
-           'cmd_space_push', 'add_space_commands']
+           'build_parser', 'cmd_predict', 'cmd_bench_predict', 'add_predict_commands', 'cmd_bench_serve',
+           'add_bench_serve_command', 'main', 'cmd_space_build', 'cmd_space_push', 'add_space_commands']
 
 # %% ../nbs/08_cli.ipynb #7b1466fd
 def _config(args: argparse.Namespace) -> Config:
@@ -373,6 +373,50 @@ def add_predict_commands(stages) -> None:
     bp.set_defaults(func=cmd_bench_predict)
 
 COMMAND_HOOKS.append(add_predict_commands)
+
+# %% ../nbs/08_cli.ipynb #af88445b
+def cmd_bench_serve(args) -> int:
+    "fakenews serve under wrk beside the pipeline anchor and the HTTP ceiling; print and save the table."
+    from fakenews.bench_serve import bench_serve, profile_server, save_bench_serve, save_profile
+    paths = _config(args).paths
+    settings = {k: v for k in ("batch_wait_ms", "batch_max_titles") if (v := getattr(args, k)) is not None}
+    connections = tuple(int(c) for c in args.connections.split(","))
+    anchors = () if args.no_anchors else ("pipeline", "constant")
+    titles = None
+    if args.titles:
+        import pandas as pd
+        titles = pd.read_csv(args.titles, dtype=str, keep_default_na=False)["title"].tolist()
+    table = bench_serve(args.model, connections, args.seconds, paths, anchors=anchors, settings=settings, titles=titles)
+    a = table.attrs
+    print(f"{a['model']} (pipeline anchor: {a['pipeline model']}), {a['seconds per point']:g} s per point, {a['cpus']} CPUs, settings {a['settings']}")
+    print(table.drop(columns=["seconds"]).to_markdown(index=False, floatfmt=".3g"))
+    if "model p50 ms" in a:
+        print(f"the model alone (this process, 1 thread): single title p50 {a['model p50 ms']:.2f} ms, p95 {a['model p95 ms']:.2f} ms; "
+              f"{a['model titles/s at batch 32']:,.0f} titles/s at batch 32")
+    print(f"titles scored {a['scored']:,}, rows logged {a['logged']:,}: {'equal' if a['scored'] == a['logged'] else 'DIFFERENT'}")
+    print(f"saved {save_bench_serve(table, paths)}")
+    if args.profile:
+        tables = profile_server(args.model, 32, args.seconds, paths, settings=settings, titles=titles)
+        print(tables[0].to_markdown(index=False, floatfmt=".1f")); print(tables[1].to_markdown(index=False, floatfmt=".1f"))
+        print("saved " + ", ".join(map(str, save_profile(tables, args.profile_dir or paths.reports / "bench", args.profile))))
+    return 0 if a["scored"] == a["logged"] and table.errors.sum() == 0 else 1
+
+def add_bench_serve_command(stages) -> None:
+    "Add `fakenews bench serve`."
+    bench = next(a for a in stages.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+    bs = bench.add_parser("serve", help="fakenews serve under wrk beside a transformers.pipeline server and a constant endpoint: req/s, p50/p95/p99, errors")
+    bs.add_argument("--model", default="serving", help="registry reference to serve (default serving)")
+    bs.add_argument("--connections", default="1,8,32,64", help="wrk connection counts, one point each (default 1,8,32,64)")
+    bs.add_argument("--seconds", type=float, default=10, help="seconds per point (default 10)")
+    bs.add_argument("--batch-wait-ms", type=float, help="serve.batch_wait_ms of the server (default: the config's)")
+    bs.add_argument("--batch-max-titles", type=int, help="serve.batch_max_titles of the server (default: the config's)")
+    bs.add_argument("--titles", help="a CSV file whose `title` column holds the request titles (default: the test split)")
+    bs.add_argument("--no-anchors", action="store_true", help="measure fakenews serve alone")
+    bs.add_argument("--profile", metavar="NAME", help="also profile the server with py-spy at 32 connections; save NAME-parts.csv, NAME-frames.csv, NAME.json")
+    bs.add_argument("--profile-dir", help="where --profile writes (default <home>/reports/bench)")
+    _common(bs); bs.set_defaults(func=cmd_bench_serve)
+
+COMMAND_HOOKS.append(add_bench_serve_command)
 
 # %% ../nbs/08_cli.ipynb #388b22bb
 def main(argv: list[str] | None = None) -> int:

@@ -188,6 +188,8 @@ class ServeConfig:
     log_stuck_seconds: float = 10.0  # /ready fails while one insert has taken longer than this
     log_retention_days: float = 30.0  # logged predictions (users' headlines) older than this are deleted; 0 keeps them all
     temp_retention_minutes: float = 60.0  # uploads, batch outputs and Gradio's other temporary files older than this are deleted
+    batch_max_titles: int = 64  # titles of concurrent requests scored together in one model call (a larger request is scored alone)
+    batch_wait_ms: float = 0.0  # how long a batch waits for more requests to join; 0: only those already waiting join
 
     def __post_init__(self):
         lo, hi = self.uncertain
@@ -196,10 +198,11 @@ class ServeConfig:
         if self.threads < 0: raise ValueError(f"serve.threads must be 0 (library default) or more, got {self.threads}")
         if not 0 <= self.port <= 65535: raise ValueError(f"serve.port must be in 0..65535, got {self.port}")
         for name in ("max_titles", "max_title_chars", "max_upload_bytes", "max_csv_rows", "max_explained_words", "queue_size",
-                     "log_queue_rows", "log_attempts"):
+                     "log_queue_rows", "log_attempts", "batch_max_titles"):
             if getattr(self, name) < 1: raise ValueError(f"serve.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("log_stuck_seconds", "temp_retention_minutes"):
             if getattr(self, name) <= 0: raise ValueError(f"serve.{name} must be positive, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0: raise ValueError(f"serve.batch_wait_ms must be 0 or more, got {self.batch_wait_ms}")
         if self.log_retention_days < 0: raise ValueError(f"serve.log_retention_days must be 0 (keep all) or more, got {self.log_retention_days}")
 
 # %% ../nbs/00_core.ipynb #20e45866

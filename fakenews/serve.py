@@ -7,6 +7,7 @@ Docs: https://fakenews-dev.github.io/fakenews/serve.html.md"""
 # %% ../nbs/06_serve.ipynb #14d20294
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib
@@ -20,7 +21,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter as Tally
+from collections import OrderedDict, defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
@@ -52,7 +54,7 @@ from gradio.utils import get_upload_folder
 
 # %% auto #0
 __all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor',
-           'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Service',
+           'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service',
            'check_filename', 'read_titles_csv', 'explained_words', 'occlusion', 'PredictRequest', 'Prediction',
            'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file',
            'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
@@ -163,6 +165,80 @@ def mark_exited_dead(folder: str) -> list[int]:
         except PermissionError: pass  # alive, another user's
     return dead
 
+# %% ../nbs/06_serve.ipynb #c4be1b5b
+def _settle(future, answer) -> None:
+    "Resolve `future` (concurrent or asyncio) with `answer`, or raise it there when it is an exception."
+    if future.done(): return  # an asyncio caller that went away
+    if isinstance(answer, BaseException): future.set_exception(answer)
+    else: future.set_result(answer)
+
+def _settle_all(pairs) -> None:
+    for future, answer in pairs: _settle(future, answer)
+
+class Batcher:
+    "Requests that arrive together, answered by one call of `score` on the model thread: at most `max_titles` titles, waiting at most `wait_ms`."
+    def __init__(self, score, # score(list of payloads) -> one answer (or exception) per payload, in order
+                 executor: ThreadPoolExecutor, # the one model thread: batches queue there behind other model work
+                 max_titles: int = 64, # titles per call; a single larger request is scored alone
+                 wait_ms: float = 0.0): # how long a batch waits for more requests; 0: those already waiting join
+        self.score, self.executor, self.max_titles, self.wait = score, executor, max_titles, wait_ms / 1000
+        self._cond = threading.Condition()
+        self._queue: deque = deque()  # (payload, titles, future, loop or None)
+        self._titles, self._draining = 0, False
+
+    def submit(self, payload, titles: int, # how many titles `payload` carries
+               loop: asyncio.AbstractEventLoop | None = None): # an asyncio caller's loop: an awaitable future on it
+        "Queue one request: a `concurrent.futures.Future` of its answer, or an asyncio one when `loop` is given."
+        future = loop.create_future() if loop else Future()
+        with self._cond:
+            self._queue.append((payload, titles, future, loop)); self._titles += titles
+            if not self._draining: self._draining = True; self.executor.submit(self._drain)
+            elif self.wait: self._cond.notify()
+        return future
+
+# %% ../nbs/06_serve.ipynb #93afddb0
+@patch
+def _take(self: Batcher) -> tuple[list, bool]:
+    "(the next batch: at least one request, more while they fit in `max_titles`; whether requests are left)."
+    with self._cond:
+        if self.wait:
+            deadline = time.monotonic() + self.wait
+            while self._titles < self.max_titles and (left := deadline - time.monotonic()) > 0: self._cond.wait(left)
+        batch, n = [], 0
+        while self._queue and (not batch or n + self._queue[0][1] <= self.max_titles):
+            batch.append(item := self._queue.popleft()); n += item[1]
+        self._titles -= n
+        self._draining = bool(self._queue)  # False: the next request schedules a drain of its own
+        return batch, self._draining
+
+@patch
+def _answer(self: Batcher, batch: list) -> None:
+    "Score `batch` in one call and hand each caller its own answer; a failing call is retried request by request."
+    try: answers = self.score([payload for payload, *_ in batch])
+    except Exception as e:  # one bad request must not fail the others: alone, each gets its own answer or error
+        answers = [e] if len(batch) == 1 else [self._alone(payload) for payload, *_ in batch]
+    by_loop = defaultdict(list)
+    for (_, _, future, loop), answer in zip(batch, answers):
+        if loop is None: _settle(future, answer)
+        else: by_loop[loop].append((future, answer))
+    for loop, pairs in by_loop.items():  # one wake-up of each event loop per batch, not one per request
+        with contextlib.suppress(RuntimeError): loop.call_soon_threadsafe(_settle_all, pairs)  # RuntimeError: that loop is closed
+
+@patch
+def _alone(self: Batcher, payload):
+    try: return self.score([payload])[0]
+    except Exception as e: return e
+
+@patch
+def _drain(self: Batcher) -> None:
+    "On the model thread: answer one batch; what waits goes next, behind model work queued meanwhile (an explanation, a CSV file)."
+    while True:
+        batch, rest = self._take()
+        if batch: self._answer(batch)
+        if not rest: return
+        try: self.executor.submit(self._drain); return
+        except RuntimeError: pass  # the executor is shutting down: answer the rest here
+
 # %% ../nbs/06_serve.ipynb #5b115e78
 class Service:
     "One process's model, limits, prediction log and metrics; REST and Gradio both score through it."
@@ -172,6 +248,7 @@ class Service:
         self.metrics = ServeMetrics()
         self.predictor, self.error, self.log = predictor, None, None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")  # every model call runs here
+        self.batcher = Batcher(self._score_batch, self._model_thread, cfg.serve.batch_max_titles, cfg.serve.batch_wait_ms)
         self._lock = threading.Lock()  # guards `_recent`
         self._recent: OrderedDict[str, Future] = OrderedDict()  # UI prediction key -> ids future, for the flag button
         if predictor is not None: self._loaded(predictor)
@@ -220,25 +297,54 @@ class Service:
 _BUSY = "the server is busy storing predictions: try again in a few seconds"
 
 @patch
-def score(self: Service, titles: list[str], source: str) -> tuple[pd.DataFrame, Future]:
-    "Score checked `titles`; log them under `source`. (frame[title, prob_fake, label, confidence, uncertain], ids future)"
+def _score_batch(self: Service, requests: list[tuple[list[str], str]]) -> list:
+    "On the model thread: every request's (titles, source) in one model call; per request (records, ids future) or its RequestError."
+    titles = [t for ts, _ in requests for t in ts]
+    start = time.perf_counter()
+    prob = self.predictor.predict_proba(titles).tolist()
+    seconds = time.perf_counter() - start
+    (lo, hi), name, fake, real = self.limits.uncertain, self.predictor.name, LABELS[1], LABELS[0]
+    answers, counts, uncertain, at = [], Tally(), Tally(), 0
+    for ts, source in requests:
+        records = []
+        for t, p in zip(ts, prob[at:at + len(ts)]):
+            records.append({"title": t, "prob_fake": p, "label": fake if p >= 0.5 else real, "confidence": max(p, 1 - p),
+                            "uncertain": lo < p < hi})
+        at += len(ts)
+        try: ids = self.log.write([{"title": r["title"], "prob_fake": r["prob_fake"], "label": r["label"], "model_version": name,
+                                    "latency_ms": seconds * 1000, "source": source} for r in records])
+        except LogFull: answers.append(RequestError(_BUSY, 503)); continue  # not logged, so not answered: the client retries
+        for r in records:
+            counts[r["label"], source] += 1
+            if r["uncertain"]: uncertain[source] += 1
+        answers.append((records, ids))
+    m = self.metrics
+    m.batch.observe(len(titles)); m.model_seconds.observe(seconds)
+    for (label, source), n in counts.items(): m.predictions.labels(label, source).inc(n)
+    for source, n in uncertain.items(): m.uncertain.labels(source).inc(n)
+    return answers
+
+@patch
+def _admit(self: Service, titles: list[str]) -> None:
+    "RequestError 503 when there is no model yet, or the log has no room for `titles`: before any model time is spent."
     if self.predictor is None: raise RequestError(self.not_ready(), 503)
     if self.log.pending + len(titles) > self.log.max_pending: raise RequestError(_BUSY, 503)
-    start = time.perf_counter()
-    frame = self.run_model(self.predictor.predict, titles)
-    seconds = time.perf_counter() - start
-    lo, hi = self.limits.uncertain
-    frame["uncertain"] = (frame.prob_fake > lo) & (frame.prob_fake < hi)
-    try:
-        ids = self.log.write({"title": t, "prob_fake": float(p), "label": lab, "model_version": self.predictor.name,
-                              "latency_ms": seconds * 1000, "source": source}
-                             for t, p, lab in zip(frame.title, frame.prob_fake, frame.label))
-    except LogFull: raise RequestError(_BUSY, 503) from None
-    m = self.metrics
-    m.batch.observe(len(frame)); m.model_seconds.observe(seconds)
-    for label, n in frame.label.value_counts().items(): m.predictions.labels(label, source).inc(int(n))
-    if frame.uncertain.any(): m.uncertain.labels(source).inc(int(frame.uncertain.sum()))
-    return frame, ids
+
+@patch
+def score(self: Service, titles: list[str], source: str) -> tuple[list[dict], Future]:
+    "Score checked `titles` (batched with concurrent requests); log them under `source`. (records, the log's ids future)"
+    self._admit(titles)
+    try: future = self.batcher.submit((titles, source), len(titles))
+    except RuntimeError as e: raise RequestError("the server is shutting down", 503) from e  # the model thread has stopped
+    return future.result()
+
+@patch
+async def ascore(self: Service, titles: list[str], source: str) -> tuple[list[dict], Future]:
+    "`score` for a caller on the event loop: it awaits the batch instead of holding a thread."
+    self._admit(titles)
+    try: future = self.batcher.submit((titles, source), len(titles), asyncio.get_running_loop())
+    except RuntimeError as e: raise RequestError("the server is shutting down", 503) from e
+    return await future
 
 # %% ../nbs/06_serve.ipynb #ce00ecd7
 def check_filename(filename: str | None) -> str:
@@ -271,9 +377,9 @@ PREDICTION_COLUMNS = ["title", "prob_fake", "label", "confidence", "uncertain"]
 @patch
 def predict_frame(self: Service, frame: pd.DataFrame, source: str = "csv") -> pd.DataFrame:
     "The predictions for `frame.title`, row for row, followed by the frame's other columns."
-    scored, _ = self.score(frame.title.tolist(), source)
+    records, _ = self.score(frame.title.tolist(), source)
     rest = frame.drop(columns="title").rename(columns=lambda c: f"input_{c}" if c in PREDICTION_COLUMNS else c)
-    return pd.concat([scored[PREDICTION_COLUMNS].reset_index(drop=True), rest.reset_index(drop=True)], axis=1)
+    return pd.concat([pd.DataFrame(records, columns=PREDICTION_COLUMNS), rest.reset_index(drop=True)], axis=1)
 
 # %% ../nbs/06_serve.ipynb #85dd02d9
 def explained_words(words: list[str], tokenizer, max_length: int, most: int) -> int:
@@ -355,6 +461,10 @@ class MetricsMiddleware:
 # %% ../nbs/06_serve.ipynb #530d6810
 def _error(status: int, detail: str) -> JSONResponse: return JSONResponse({"detail": detail}, status_code=status)
 
+def _json(content: dict) -> Response:
+    "A JSON answer already in the response model's shape: encoded once, without FastAPI re-validating it."
+    return Response(json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode(), media_type="application/json")
+
 def _validation_message(exc: RequestValidationError) -> str:
     "One sentence out of Pydantic's error list (without echoing the input, which may be huge)."
     parts = []
@@ -383,10 +493,10 @@ def build_api(service: Service) -> FastAPI:
     app.add_exception_handler(HTTPException, too_large)
 
     @app.post("/predict", response_model=PredictResponse, tags=["predict"])
-    def predict(body: PredictRequest) -> dict:
+    async def predict(body: PredictRequest):
         "Score one headline or a list of them."
-        frame, _ = service.score(check_titles(body.titles, service.limits), "api")
-        return {"model": service.predictor.name, "predictions": _records(frame)}
+        records, _ = await service.ascore(check_titles(body.titles, service.limits), "api")
+        return _json({"model": service.predictor.name, "predictions": records})
 
     @app.post("/predict/csv", tags=["predict"], response_model=PredictResponse,
               responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with `format=csv`"}})
@@ -445,12 +555,12 @@ def ui_predict(self: Service, title: str):
     "Gradio: (label confidences, verdict, highlighted words, key of the logged prediction) for one headline."
     try:
         [title] = check_titles(title or "", self.limits)
-        frame, ids = self.score([title], "ui")
+        [row], ids = self.score([title], "ui")
         words = self.explain(title)
     except RequestError as e: raise gr.Error(str(e)) from None
-    p, row = float(frame.prob_fake[0]), frame.iloc[0]
-    verdict = (f"**uncertain** ({row.label} at {row.confidence:.0%}, inside the uncertain band)" if row.uncertain
-               else f"**{row.label}** ({row.confidence:.0%} confident)")
+    p = row["prob_fake"]
+    verdict = (f"**uncertain** ({row['label']} at {row['confidence']:.0%}, inside the uncertain band)" if row["uncertain"]
+               else f"**{row['label']}** ({row['confidence']:.0%} confident)")
     scale = max([abs(s) for _, s in words if s is not None] + [1e-9])
     highlights = [x for w, s in words for x in ((w, None if s is None else round(s / scale, 3)), (" ", None))][:-1]
     key = uuid.uuid4().hex

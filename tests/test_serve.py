@@ -284,3 +284,67 @@ def test_cli_serve_without_a_model_fails_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("fakenews: error: nothing to serve"), r.stderr
+
+
+def _batch_counts(url) -> tuple[float, float, float]:
+    "(model calls, titles scored by them, calls of a single title) so far, from /metrics."
+    s = _samples(requests.get(f"{url}/metrics", timeout=5).text)
+    return (s[("fakenews_batch_titles_count", ())], s[("fakenews_batch_titles_sum", ())],
+            s[("fakenews_batch_titles_bucket", (("le", "1.0"),))])
+
+
+def test_concurrent_callers_are_batched_and_each_gets_its_own_answer(server):
+    url, app = server
+    service = app.state.service
+    run = f"batched {time.time_ns()}"
+    bodies = [[f"{run} caller {c} title {j}" for j in range(1 + c % 3)] for c in range(16)]  # 1 to 3 titles each
+    calls, titles, singles = _batch_counts(url)
+    blocker = service._model_thread.submit(time.sleep, 1.0)  # the model is busy while the callers arrive: they queue up together
+    answers = [None] * len(bodies)
+    def call(i): answers[i] = requests.post(f"{url}/predict", json={"titles": bodies[i]}, timeout=60)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    blocker.result()
+    for body, r in zip(bodies, answers):
+        assert r.status_code == 200, r.text
+        got = r.json()["predictions"]
+        assert [p["title"] for p in got] == body  # its own titles, in its order
+        expected = service.predictor.predict_proba(body)
+        assert max(abs(p["prob_fake"] - e) for p, e in zip(got, expected)) < 1e-5
+    calls2, titles2, singles2 = _batch_counts(url)
+    sent = sum(map(len, bodies))
+    assert titles2 - titles == sent  # every title went through the model once
+    assert calls2 - calls < len(bodies), (calls2 - calls, len(bodies))  # fewer model calls than requests
+    assert (calls2 - calls) - (singles2 - singles) >= 1  # at least one call scored more than one title
+    rows = logged(app)
+    rows = rows[rows.title.str.startswith(run)]
+    assert sorted(rows.title) == sorted(t for b in bodies for t in b)  # logged rows == titles scored, each once
+    assert len(rows.id.unique()) == sent and (rows.source == "api").all()
+
+
+def test_a_failing_title_fails_only_its_own_request(server):
+    url, app = server
+    service, predictor = app.state.service, app.state.service.predictor
+    run = f"poison {time.time_ns()}"
+    real = predictor.predict_proba
+    def fragile(titles):  # the model fails on any batch holding the poisoned title
+        if any("POISON" in t for t in titles): raise RuntimeError("the model failed")
+        return real(titles)
+    bodies = [f"{run} caller {c}" + (" POISON" if c == 3 else "") for c in range(8)]
+    predictor.predict_proba = fragile
+    try:
+        blocker = service._model_thread.submit(time.sleep, 0.5)  # all eight in one batch
+        answers = [None] * len(bodies)
+        def call(i): answers[i] = requests.post(f"{url}/predict", json={"titles": bodies[i]}, timeout=60)
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        blocker.result()
+    finally:
+        predictor.predict_proba = real
+    assert [r.status_code for r in answers] == [500 if c == 3 else 200 for c in range(8)], [r.status_code for r in answers]
+    assert all(r.json()["predictions"][0]["title"] == b for r, b in zip(answers, bodies) if r.status_code == 200)
+    assert "the model failed" not in answers[3].text  # a generic answer; the reason stays in the server
+    rows = logged(app)
+    assert sorted(rows[rows.title.str.startswith(run)].title) == sorted(b for c, b in enumerate(bodies) if c != 3)
