@@ -30,20 +30,60 @@ from .acquire import fetch_corpus, write_verified
 from .data import DataError
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'COLUMNS', 'clean_title', 'title_key', 'casing', 'deduplicate', 'near_duplicate_groups',
-           'split_groups', 'check_no_leakage', 'write_split', 'fingerprint', 'style_table', 'plot_title_lengths',
-           'data_card', 'PreparedData', 'prepare_data', 'load_splits']
+__all__ = ['log', 'SPLITS', 'CLEANING_VERSION', 'COLUMNS', 'normalise_typography', 'strip_furniture', 'clean_title', 'title_key',
+           'casing', 'deduplicate', 'near_duplicate_groups', 'split_groups', 'check_no_leakage', 'write_split',
+           'fingerprint', 'style_table', 'plot_title_lengths', 'data_card', 'PreparedData', 'prepare_data',
+           'load_splits']
 
 # %% ../nbs/01b_prepare.ipynb #2c9185bb
 log = get_logger("fakenews.prepare")
 SPLITS = ("train", "valid", "test")
 
 # %% ../nbs/01b_prepare.ipynb #4754029c
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb\u301d\u301e\u301f\uff02\u275d\u275e\u2e42"  # “ ” „ ‟ ″ ‶ « » 〝 〞 〟 ＂ ❝ ❞ ⹂
+_SINGLE_QUOTES = "\u2018\u2019\u201a\u201b\u2032\u2035\u0060\u00b4\u2039\u203a\u02bc\u02bb\u02b9\u02bd\uff07\u275b\u275c"  # ‘ ’ ‚ ‛ ′ ‵ ` ´ ‹ › ʼ ʻ ʹ ʽ ＇ ❛ ❜
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d"  # ‐ ‑ ‒ – — ― − ⁃ ﹘ ﹣ －
+_SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"  # NBSP, en/em/thin/figure/narrow/ideographic...
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"  # zero-width, BOM, soft hyphen, direction marks
+_TYPOGRAPHY = str.maketrans({**dict.fromkeys(_DOUBLE_QUOTES, '"'), **dict.fromkeys(_SINGLE_QUOTES, "'"),
+                             **dict.fromkeys(_DASHES, "-"), **dict.fromkeys(_SPACES, " "), **dict.fromkeys(_INVISIBLE),
+                             "\u2026": "...", "\u2025": ".."})
+
+def normalise_typography(title: str) -> str:
+    "NFKC, ASCII quotes, apostrophes and dashes, plain spaces, no invisible characters, single-spaced."
+    # mapped before NFKC too: NFKC turns ″ into two primes and a non-breaking hyphen into a hyphen
+    return " ".join(unicodedata.normalize("NFKC", title.translate(_TYPOGRAPHY)).translate(_TYPOGRAPHY).split())
+
+# %% ../nbs/01b_prepare.ipynb #38a572db
+_TAGS = ("video|videos|watch|tweet|tweets|image|images|photo|photos|pic|pics|pictures|audio|details|screenshot|screenshots|"
+         "graphic|graphics|gif|gifs|map|maps|chart|charts|infographic|live|update|updated|updates|breaking|exclusive|report|"
+         "debunked|rumor|rumors|rumour|rumours|spoiler|spoilers|opinion|op-ed|editorial|analysis|listen|poll|guest column|"
+         "interview|review|explainer|factbox|highlights|timeline|fact check|just in|breaking news|must watch|satire|transcript")
+_BRACKET_TAG = re.compile(rf"\s*[\(\[]\s*(?:{_TAGS})(?:\s*[/&,+]\s*(?:{_TAGS}))*\s*[\)\]]", re.I)
+_LEADING_TAG = re.compile(rf"^\s*(?:{_TAGS})(?:\s*[/&,]\s*(?:{_TAGS}))*\s*(?::|\s-|\s\|)\s*", re.I)
+_SITE_WORD = r"(?:[A-Z0-9][\w.&@]*|&|of|the|and|on|de|la|for|in|to)"  # a capitalised word, initials, or a connector
+_TRAILING_SITE = re.compile(rf"\s+[-|]\s+{_SITE_WORD}(?:\s+{_SITE_WORD}){{0,4}}\s*$")
+_TRAILING_PIPE = re.compile(r"\s+\|\s+[^|]{1,60}$")
+_TRAILING_MARK = re.compile(r"\s+[-|]+$")  # a separator left with nothing after it
+
+def strip_furniture(title: str) -> str:
+    "`title` without bracketed format tags, a leading format label or a trailing site name; at least three words kept."
+    while True:
+        out = _BRACKET_TAG.sub("", title)
+        out = _LEADING_TAG.sub("", out, count=1)
+        for suffix in (_TRAILING_MARK, _TRAILING_PIPE, _TRAILING_SITE):
+            shorter = suffix.sub("", out, count=1)
+            if len(shorter.split()) >= 3: out = shorter
+        out = " ".join(out.split())
+        if out == title or len(out.split()) < 3: return title if len(out.split()) < 3 else out
+        title = out
+
+# %% ../nbs/01b_prepare.ipynb #d37858ea
+CLEANING_VERSION = 2  # recorded in the manifest; prepared data of another version are prepared again before training
 
 def clean_title(title: str) -> str:
-    "NFC-normalised title with whitespace collapsed and zero-width characters removed."
-    return " ".join(unicodedata.normalize("NFC", title).translate(_ZERO_WIDTH).split())
+    "What the model sees of a title: typography normalised (`normalise_typography`), publisher furniture stripped."
+    return strip_furniture(normalise_typography(title))
 
 # %% ../nbs/01b_prepare.ipynb #ea148025
 def title_key(title: str) -> str:
@@ -243,7 +283,7 @@ def prepare_data(cfg: Config | DataConfig | None = None, # what to prepare; defa
     try:
         splits = {s: write_split(kept[kept.split == s], staging / f"{s}.csv") for s in SPLITS}
         manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "config": config_to_dict(data_cfg), "sources": sources, "splits": splits,
+                    "config": config_to_dict(data_cfg), "cleaning": CLEANING_VERSION, "sources": sources, "splits": splits,
                     "removed": removed.to_dict(orient="index"),
                     "near_duplicates": {"groups": int((sizes > 1).sum()), "rows": int(sizes[sizes > 1].sum()),
                                         "largest": int(sizes.max())},

@@ -31,7 +31,7 @@ from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
-from .prepare import load_splits, prepare_data
+from .prepare import CLEANING_VERSION, load_splits, prepare_data
 from .registry import ModelVersion, check_alias, git_commit, load_model, register
 
 # %% auto #0
@@ -49,7 +49,8 @@ def ensure_data(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict]:
     manifest_path = cfg.paths.data / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if _data_settings(manifest["config"]) == _data_settings(config_to_dict(cfg.data)):
+        if (_data_settings(manifest["config"]) == _data_settings(config_to_dict(cfg.data))
+                and manifest.get("cleaning") == CLEANING_VERSION):  # data cleaned by an older clean_title: again
             return load_splits(cfg.paths), manifest
         log.info("prepared data in %s were made with other settings: preparing again", cfg.paths.data)
     prepared = prepare_data(cfg, progress=False)
@@ -184,7 +185,8 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     seed_everything(tc.seed)
     splits, manifest = ensure_data(cfg)
     save_config(cfg, run_dir / "config.json")
-    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed)
+    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed,
+                         tc.augment_attribution, tc.loss_weights)
     model = build_classifier(cfg.model)
     if teacher is not None and teacher.config.vocab_size != model.config.vocab_size:
         raise ValueError(f"teacher {cfg.distill.teacher} and backbone {cfg.model.backbone} tokenise differently: distil from a teacher with the same tokenizer")
