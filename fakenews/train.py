@@ -32,7 +32,8 @@ from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger,
 from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
 from .prepare import CLEANING_VERSION, load_splits, prepare_data
-from .registry import ModelVersion, check_alias, git_commit, load_model, register
+from .behavioural import behavioural_record, suite_summary
+from .registry import GateError, ModelVersion, check_alias, git_commit, load_model, register, resolve
 
 # %% auto #0
 __all__ = ['log', 'ensure_data', 'sample_corpora', 'TrainClock', 'ProgressLog', 'wandb_mode', 'TrainResult', 'train',
@@ -218,7 +219,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
                "train_seconds": round(clock.seconds, 2), "train_samples": clock.samples,
                "samples_per_second": round(clock.samples / clock.seconds, 2) if clock.seconds else None,
                "data_fingerprint": manifest["fingerprint"]}
-    version = None
+    version = refused = None
     if trainer.is_global_zero:
         wrong.to_csv(run_dir / "misclassified_valid.csv", index=False)
         if tc.register_as:
@@ -228,12 +229,17 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
             meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": val_loss, "checkpoint": best,
                     "data_fingerprint": manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
                     "run": str(run_dir)}
-            version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration)
+            meta["behavioural"] = behavioural_record(predictor.predict_proba, splits["test"].title.tolist(), tc.behavioural_suite)
+            log.info("%s", suite_summary(meta["behavioural"]).replace("**", ""))
+            try: version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration,
+                                    force=tc.force_aliases)
+            except GateError as e: refused, version = e, resolve(e.ref, cfg.paths)  # registered without the gated aliases
             log.info("registered %s (val/loss %.4f, test/f1 %.4f)", version.ref, val_loss, test.get("test/f1", float("nan")))
         metrics["registered"] = version.ref if version else None
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, tc.aliases)
+    if refused is not None: raise refused  # after the run's records are written: the version is there, its alias is not
     return TrainResult(run_dir, metrics, best, version)
 
 def _quiet_libraries() -> None:
