@@ -312,7 +312,7 @@ def load_model(ref: str | ModelVersion = "production", paths: Paths | None = Non
 
 # %% ../nbs/02a_registry.ipynb #216b53f2
 def versions_table(name: str = DEFAULT_NAME, paths: Paths | None = None) -> pd.DataFrame:
-    "One row per version: aliases, when, validation loss, test macro-F1, backbone, data fingerprint, commit."
+    "One row per version: aliases, when, validation loss, test macro-F1, behavioural gate, backbone, data fingerprint, commit."
     table = read_aliases(name, paths)
     rows = []
     for v in versions(name, paths):
@@ -320,6 +320,7 @@ def versions_table(name: str = DEFAULT_NAME, paths: Paths | None = None) -> pd.D
         rows.append({"version": f"v{v.version}", "aliases": ", ".join(sorted(a for a, n in table.items() if n == v.version)),
                      "registered": m.get("registered", ""), "val_loss": m.get("val_loss"),
                      "test_f1": m.get("metrics", {}).get("test/f1"),
+                     "behavioural": {True: "passed", False: "FAILED"}.get((m.get("behavioural") or {}).get("passed"), "not run"),
                      "backbone": m.get("config", {}).get("model", {}).get("backbone", ""),
                      "data": (m.get("data_fingerprint") or "")[:12], "commit": (m.get("git_commit") or "")[:12]})
     return pd.DataFrame(rows)
