@@ -198,7 +198,8 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     if last.is_file():
         log.info("resuming %s from %s", run_dir.name, last)
         _keep_history(run_dir)
-    trainer = _trainer(cfg, run_dir, len(splits["train"]), clock, progress)
+    dm.setup()  # the training set with its attributed copies: the step count and validation points follow its length
+    trainer = _trainer(cfg, run_dir, len(dm.datasets["train"]), clock, progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen teacher, on purpose
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
