@@ -101,7 +101,7 @@ def behavioural_record(predict_proba: Callable[[list[str]], np.ndarray], # what 
     text = Path(path).read_text() if path else resources.files("fakenews").joinpath("resources/behavioural.yaml").read_text()
     results = run_suite(predict_proba, titles, load_suite(path), max_titles=max_titles)
     failed = results[~results.passed]
-    failures = [f"{r.test} ({r.type}): " + (f"pass rate {r.pass_rate:.1%} < {r.threshold:.0%} (n={r.n})" if r.n else "no title to perturb")
+    failures = [f"{r.test} ({r.type}): " + (f"pass rate {r.pass_rate:.1%} < {r.threshold:.0%} ({round(r.pass_rate * r.n)} of {r.n} passed)" if r.n else "no title to perturb")
                 for r in failed.itertuples()]
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in results.to_dict("records")]
     return {"passed": not failures, "failures": failures, "results": rows, "suite": str(path) if path else "packaged",
