@@ -31,7 +31,7 @@ from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
-from .prepare import CLEANING_VERSION, load_splits, prepare_data
+from .prepare import CLEANING_VERSION, clean_title, load_splits, prepare_data
 from .behavioural import behavioural_record, suite_summary
 from .registry import GateError, ModelVersion, check_alias, git_commit, load_model, register, resolve
 
@@ -230,7 +230,8 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
             meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": val_loss, "checkpoint": best,
                     "data_fingerprint": manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
                     "run": str(run_dir)}
-            meta["behavioural"] = behavioural_record(predictor.predict_proba, splits["test"].title.tolist(), tc.behavioural_suite)
+            meta["behavioural"] = behavioural_record(predictor.predict_proba, splits["test"].title.tolist(), tc.behavioural_suite,
+                                                    canonical=clean_title)
             log.info("%s", suite_summary(meta["behavioural"]).replace("**", ""))
             try: version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration,
                                     force=tc.force_aliases)
