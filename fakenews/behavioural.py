@@ -7,6 +7,7 @@ Docs: https://fakenews-dev.github.io/fakenews/behavioural.html.md"""
 # %% ../nbs/04a_behavioural.ipynb #b710be2b
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -19,7 +20,7 @@ import yaml
 from .core import LABELS
 
 # %% auto #0
-__all__ = ['PERTURBATIONS', 'load_suite', 'run_suite']
+__all__ = ['PERTURBATIONS', 'load_suite', 'run_suite', 'behavioural_record', 'suite_summary']
 
 # %% ../nbs/04a_behavioural.ipynb #a44c670b
 def _swap_names(title: str, names: Sequence[str]) -> str | None:
@@ -29,11 +30,19 @@ def _swap_names(title: str, names: Sequence[str]) -> str | None:
             return re.sub(rf"\b{re.escape(name)}\b", names[(i + 1) % len(names)], title)
     return None
 
+def _curly(t: str) -> str | None:
+    return re.sub(r"'", "\u2019", re.sub(r'"([^"]*)"', "\u201c\\1\u201d", t)) if re.search("['\"]", t) else None
+
 PERTURBATIONS: dict[str, Callable[..., str | None]] = {  # title, **args -> perturbed title, or None: not applicable
     "append": lambda t, text: t.rstrip() + text if not t.rstrip().endswith(text.strip() or " ") else None,
     "prepend": lambda t, text: text + t,
+    "replace": lambda t, old, new: t.replace(old, new) if old in t else None,
     "double_spaces": lambda t: t.replace(" ", "  ") if " " in t else None,
-    "curly_quotes": lambda t: re.sub(r"'", "\u2019", re.sub(r'"([^"]*)"', "\u201c\\1\u201d", t)) if re.search("['\"]", t) else None,
+    "curly_quotes": _curly,
+    "straight_quotes": lambda t: re.sub("[\u2018\u2019]", "'", re.sub("[\u201c\u201d]", '"', t)) if re.search("[\u2018\u2019\u201c\u201d]", t) else None,
+    "upper": lambda t: t.upper() if t.upper() != t else None,
+    "lower": lambda t: t.lower() if t.lower() != t else None,
+    "title_case": lambda t: " ".join(w[:1].upper() + w[1:] for w in t.split(" ")),
     "swap_names": _swap_names,
 }
 
@@ -43,36 +52,81 @@ def load_suite(path: str | Path | None = None) -> dict:
     text = Path(path).read_text() if path else resources.files("fakenews").joinpath("resources/behavioural.yaml").read_text()
     suite = yaml.safe_load(text)
     for test in suite.get("inv", []) + suite.get("dir", []):
-        if test["perturbation"] not in PERTURBATIONS:
-            raise ValueError(f"behavioural test {test['name']!r}: unknown perturbation {test['perturbation']!r}")
+        for name in (test["perturbation"], test.get("before", {}).get("perturbation", "append")):
+            if name not in PERTURBATIONS: raise ValueError(f"behavioural test {test['name']!r}: unknown perturbation {name!r}")
     return suite
 
+def _pairs(test: dict, sample: list[str]) -> list[tuple[str, str]]:
+    "(before, after) titles of an invariance or directional test: `before` perturbs the title first, when given."
+    fn, args = PERTURBATIONS[test["perturbation"]], test.get("args", {})
+    base = test.get("before")
+    starts = sample if base is None else [b for t in sample if (b := PERTURBATIONS[base["perturbation"]](t, **base.get("args", {})))]
+    return [(t, p) for t in starts if (p := fn(t, **args)) is not None and p != t]
+
 def run_suite(predict_proba: Callable[[list[str]], np.ndarray], titles: Sequence[str], suite: dict | None = None,
-              max_titles: int = 300, seed: int = 0) -> pd.DataFrame:
+              max_titles: int = 300, seed: int = 0,
+              canonical: Callable[[str], str] | None = None, # titles with one canonical form (`clean_title`) are scored once
+             ) -> pd.DataFrame:
     "Pass rates of every test; invariance and directional tests use up to `max_titles` of `titles`."
     suite = suite or load_suite()
     rng = np.random.default_rng(seed)
     titles = list(titles)
     sample = [titles[i] for i in rng.choice(len(titles), size=min(max_titles, len(titles)), replace=False)]
+    tests = [("mft", t, None) for t in suite.get("mft", [])] + \
+            [(kind, t, _pairs(t, sample)) for kind in ("inv", "dir") for t in suite.get(kind, [])]
+    needed = {c["title"] for _, t, _ in tests if t.get("cases") for c in t["cases"]} | \
+             {x for _, _, pairs in tests if pairs for pair in pairs for x in pair}
+    needed = sorted(needed)  # every title scored once, in one call: the suite costs one pass over a few thousand titles
+    key = canonical or (lambda t: t)  # a model whose score depends on its batch-mates (dynamic int8) scores one input once
+    inputs = sorted({key(t) for t in needed})
+    scored = dict(zip(inputs, np.asarray(predict_proba(inputs)).tolist())) if inputs else {}
+    prob = {t: scored[key(t)] for t in needed}
     rows = []
-    for test in suite.get("mft", []):
-        cases = pd.DataFrame(test["cases"])
-        predicted = np.where(np.asarray(predict_proba(cases.title.tolist())) >= 0.5, LABELS[1], LABELS[0])
-        rows.append(_row("mft", test, (predicted == cases.label).tolist()))
-    for kind in ("inv", "dir"):
-        for test in suite.get(kind, []):
-            fn, args = PERTURBATIONS[test["perturbation"]], test.get("args", {})
-            pairs = [(t, p) for t in sample if (p := fn(t, **args)) is not None and p != t]
-            if not pairs: rows.append(_row(kind, test, [])); continue
-            before, after = (np.asarray(predict_proba([pair[i] for pair in pairs])) for i in (0, 1))
-            if kind == "inv": passed = (before >= 0.5) == (after >= 0.5)
-            else:
-                change = (after - before) * (1 if test["direction"] == "up" else -1)
-                passed = change >= -test.get("tolerance", 0.0)
-            rows.append(_row(kind, test, passed.tolist()))
+    for kind, test, pairs in tests:
+        if kind == "mft":
+            rows.append(_row(kind, test, [(LABELS[1] if prob[c["title"]] >= 0.5 else LABELS[0]) == c["label"] for c in test["cases"]]))
+            continue
+        before, after = (np.array([prob[pair[i]] for pair in pairs]) for i in (0, 1))
+        if kind == "inv": passed = (before >= 0.5) == (after >= 0.5)
+        else: passed = (after - before) * (1 if test["direction"] == "up" else -1) >= -test.get("tolerance", 0.0)
+        rows.append(_row(kind, test, passed.tolist()))
     return pd.DataFrame(rows)
 
 def _row(kind: str, test: dict, passed: list[bool]) -> dict:
     rate = float(np.mean(passed)) if passed else float("nan")
     return {"type": kind, "test": test["name"], "n": len(passed), "pass_rate": rate, "threshold": test["threshold"],
             "passed": bool(passed) and rate >= test["threshold"]}
+
+# %% ../nbs/04a_behavioural.ipynb #b3e70d9b
+def behavioural_record(predict_proba: Callable[[list[str]], np.ndarray], # what the version will serve: calibrated, cleaning included
+                       titles: Sequence[str], # the test titles the invariance tests perturb
+                       path: str | Path | None = None, # the suite file; None: the packaged one
+                       max_titles: int = 300, canonical: Callable[[str], str] | None = None) -> dict:
+    "The suite's outcome as a version records it: passed, failures, every test's result, which suite."
+    text = Path(path).read_text() if path else resources.files("fakenews").joinpath("resources/behavioural.yaml").read_text()
+    results = run_suite(predict_proba, titles, load_suite(path), max_titles=max_titles, canonical=canonical)
+    failed = results[~results.passed]
+    failures = [f"{r.test} ({r.type}): " + (f"pass rate {r.pass_rate:.1%} < {r.threshold:.0%} ({round(r.pass_rate * r.n)} of {r.n} passed)" if r.n else "no title to perturb")
+                for r in failed.itertuples()]
+    rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in results.to_dict("records")]
+    return {"passed": not failures, "failures": failures, "results": rows, "suite": str(path) if path else "packaged",
+            "suite_sha256": hashlib.sha256(text.encode()).hexdigest(), "titles": min(max_titles, len(titles))}
+
+# %% ../nbs/04a_behavioural.ipynb #49f316c3
+def suite_summary(version, # a registered version (`ModelVersion`), its `fakenews.json` metadata, or the record itself
+                  table: bool = False, # also list every test with its pass rate
+                 ) -> str:
+    "Markdown: did the version pass its behavioural suite at registration, and which tests failed."
+    meta = version if isinstance(version, dict) else version.meta
+    record = meta if "passed" in meta else meta.get("behavioural")
+    if not record: return "**Behavioural suite**: not run at registration (a version registered before the gate)."
+    results = record.get("results", [])
+    ok = sum(bool(r["passed"]) for r in results)
+    head = (f"**Behavioural suite**: {'passed' if record['passed'] else 'FAILED'}, {ok} of {len(results)} tests at their "
+            f"thresholds ({record.get('suite', 'packaged')} suite `{record.get('suite_sha256', '')[:12]}`, "
+            f"{record.get('titles', '?')} test titles perturbed).")
+    lines = [head] + [f"- failed: {f}" for f in record.get("failures", [])]
+    if table and results:
+        frame = pd.DataFrame(results)[["type", "test", "n", "pass_rate", "threshold", "passed"]]
+        lines += ["", frame.to_markdown(index=False, floatfmt=".3f")]
+    return "\n".join(lines)

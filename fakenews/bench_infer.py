@@ -143,10 +143,11 @@ def pick_serving(table: pd.DataFrame, max_loss: float = 1.0, max_p95_ms: float =
     fastest = ok[ok["titles/s"] >= (1 - tie) * ok["titles/s"].max()]
     return fastest.sort_values("p95 ms").iloc[0]
 
-def promote_serving(table: pd.DataFrame, alias: str = "serving", paths: Paths | None = None, **bar) -> ModelVersion | None:
-    "Point `alias` at `pick_serving`'s choice; None (and no change) when no variant meets the bar."
+def promote_serving(table: pd.DataFrame, alias: str = "serving", paths: Paths | None = None, force: bool = False,
+                    **bar) -> ModelVersion | None:
+    "Point `alias` at `pick_serving`'s choice (past the behavioural gate unless `force`); None (no change) when none meets the bar."
     best = pick_serving(table, **bar)
-    return None if best is None else promote(best.model, alias, paths)
+    return None if best is None else promote(best.model, alias, paths, force=force)
 
 # %% ../nbs/05a_bench_infer.ipynb #9ce28624
 def plot_bench(table: pd.DataFrame, max_loss: float = 1.0, target: float = 3.0) -> Figure:

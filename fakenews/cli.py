@@ -68,9 +68,12 @@ def _summary(metrics: dict) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys)
 
 def cmd_train(args) -> int:
-    "Train, test and register a model; print where the run is and how it scored."
+    "Train, test and register a model; print where the run is and how it scored; gated aliases only past the gate."
     from fakenews.experiments import config_from_parameters, run_notebook
+    from fakenews.registry import GATED_ALIASES, promote
     params = _parameters(args)
+    gated = [a for a in params.get("aliases", []) if a in GATED_ALIASES]  # given below, once the gate has seen the version
+    if gated: params["aliases"] = [a for a in params["aliases"] if a not in gated]
     if args.no_notebook:
         cfg = config_from_parameters(params)  # a bad parameter fails before torch is imported
         from fakenews.train import train
@@ -79,6 +82,9 @@ def cmd_train(args) -> int:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run: {run_dir}" + ("" if args.no_notebook else f"  (record: {run_dir / 'run.ipynb'})"))
     print(f"registered: {metrics.get('registered') or 'no'}\n{_summary(metrics)}")
+    for alias in gated if metrics.get("registered") else []:
+        version = promote(metrics["registered"], alias, Config(home=args.home).paths, force=args.force)  # GateError: exit 2
+        print(f"{version.name}:{alias} -> v{version.version}" + (" (forced past the behavioural gate)" if args.force else ""))
     return 0
 
 def cmd_sweep(args) -> int:
@@ -96,14 +102,20 @@ def cmd_registry_list(args) -> int:
 
 def cmd_registry_promote(args) -> int:
     from fakenews.registry import promote
-    version = promote(args.ref, args.alias, Config(home=args.home).paths)
+    version = promote(args.ref, args.alias, Config(home=args.home).paths, force=args.force)
     print(f"{version.name}:{args.alias} -> v{version.version}")
     return 0
 
 def cmd_registry_show(args) -> int:
-    from fakenews.registry import resolve
-    version = resolve(args.ref, Config(home=args.home).paths)
-    print(json.dumps({"ref": version.ref, "path": str(version.path), **version.meta}, indent=2))
+    from fakenews.behavioural import suite_summary
+    from fakenews.registry import promotions, resolve
+    paths = Config(home=args.home).paths
+    version = resolve(args.ref, paths)
+    logged = [p for p in promotions(version.name, paths) if p["version"] == version.version] if version.version else []
+    print(json.dumps({"ref": version.ref, "path": str(version.path), **version.meta, "promotions": logged}, indent=2))
+    print(suite_summary(version))
+    for p in logged:
+        if p["forced"]: print(f"FORCED: {p['time']} made {version.ref} {p['alias']!r} past {len(p['failures'])} behavioural failure(s)")
     return 0
 
 def cmd_evaluate(args) -> int:
@@ -167,7 +179,7 @@ def cmd_bench_infer(args) -> int:
     print(table.drop(columns="what").to_markdown(index=False, floatfmt=".3g"))
     print(f"saved {save_bench(table, cfg.paths)}")
     if args.promote:
-        chosen = promote_serving(table, args.promote, cfg.paths, max_loss=args.max_loss, max_p95_ms=args.max_p95_ms)
+        chosen = promote_serving(table, args.promote, cfg.paths, max_loss=args.max_loss, max_p95_ms=args.max_p95_ms, force=args.force)
         print(f"{args.promote} -> {chosen.ref} ({chosen.meta.get('variant', {}).get('method', chosen.meta.get('format', 'transformers'))})"
               if chosen else f"no variant within {args.max_loss} F1 points and {args.max_p95_ms} ms p95: {args.promote} unchanged")
     return 0
@@ -253,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
     tr = stages.add_parser("train", help="fine-tune, test and register a model (a papermill run record)")
     tr.add_argument("--no-notebook", action="store_true", help="call train() directly instead of executing the notebook")
+    tr.add_argument("--force", action="store_true", help="give --alias production/serving even if the behavioural gate fails (logged)")
     run_options(tr); tr.set_defaults(func=cmd_train)
     sw = stages.add_parser("sweep", help="hyper-parameter search; the best trial gets an alias")
     sw.add_argument("--count", type=int, default=8, help="number of trials (default 8; 0 runs a whole grid)")
@@ -266,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl = reg.add_parser("list", help="versions with aliases and scores"); rl.add_argument("--name", default="fakenews")
     rp = reg.add_parser("promote", help="point an alias at a version, e.g. promote v3 production")
     rp.add_argument("ref", help="name:vN, vN, name:alias or alias"); rp.add_argument("alias")
+    rp.add_argument("--force", action="store_true", help="promote to production/serving even if the behavioural gate fails (logged)")
     rs = reg.add_parser("show", help="a version's metadata"); rs.add_argument("ref")
     for p, f in ((rl, cmd_registry_list), (rp, cmd_registry_promote), (rs, cmd_registry_show)):
         p.add_argument("--home", help="artifact root (default: $FAKENEWS_HOME, else the project's artifacts/)"); p.set_defaults(func=f)
@@ -295,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. serving) at the fastest variant meeting the bar")
     bi.add_argument("--max-loss", type=float, default=1.0, help="bar: macro-F1 points below the teacher, per corpus (default 1)")
     bi.add_argument("--max-p95-ms", type=float, default=20.0, help="bar: single-title p95 latency in ms (default 20)")
+    bi.add_argument("--force", action="store_true", help="--promote even if the chosen variant fails the behavioural gate (logged)")
     _common(bi); bi.set_defaults(func=cmd_bench_infer)
 
     co = stages.add_parser("compress", help="distil a student and register int8 / ONNX variants of a model and the student")

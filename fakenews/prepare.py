@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,20 +31,60 @@ from .acquire import fetch_corpus, write_verified
 from .data import DataError
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'COLUMNS', 'clean_title', 'title_key', 'casing', 'deduplicate', 'near_duplicate_groups',
-           'split_groups', 'check_no_leakage', 'write_split', 'fingerprint', 'style_table', 'plot_title_lengths',
-           'data_card', 'PreparedData', 'prepare_data', 'load_splits']
+__all__ = ['log', 'SPLITS', 'CLEANING_VERSION', 'COLUMNS', 'SHORTCUT_CUES', 'SHORTCUT_REASONS', 'normalise_typography',
+           'strip_furniture', 'clean_title', 'title_key', 'casing', 'deduplicate', 'near_duplicate_groups',
+           'split_groups', 'check_no_leakage', 'write_split', 'fingerprint', 'shortcut_audit', 'audit_verdicts',
+           'style_table', 'plot_title_lengths', 'data_card', 'PreparedData', 'prepare_data', 'load_splits']
 
 # %% ../nbs/01b_prepare.ipynb #2c9185bb
 log = get_logger("fakenews.prepare")
 SPLITS = ("train", "valid", "test")
 
 # %% ../nbs/01b_prepare.ipynb #4754029c
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_DOUBLE_QUOTES = "\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb\u301d\u301e\u301f\uff02\u275d\u275e\u2e42"  # “ ” „ ‟ ″ ‶ « » 〝 〞 〟 ＂ ❝ ❞ ⹂
+_SINGLE_QUOTES = "\u2018\u2019\u201a\u201b\u2032\u2035\u0060\u00b4\u2039\u203a\u02bc\u02bb\u02b9\u02bd\uff07\u275b\u275c"  # ‘ ’ ‚ ‛ ′ ‵ ` ´ ‹ › ʼ ʻ ʹ ʽ ＇ ❛ ❜
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043\ufe58\ufe63\uff0d"  # ‐ ‑ ‒ – — ― − ⁃ ﹘ ﹣ －
+_SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"  # NBSP, en/em/thin/figure/narrow/ideographic...
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"  # zero-width, BOM, soft hyphen, direction marks
+_TYPOGRAPHY = str.maketrans({**dict.fromkeys(_DOUBLE_QUOTES, '"'), **dict.fromkeys(_SINGLE_QUOTES, "'"),
+                             **dict.fromkeys(_DASHES, "-"), **dict.fromkeys(_SPACES, " "), **dict.fromkeys(_INVISIBLE),
+                             "\u2026": "...", "\u2025": ".."})
+
+def normalise_typography(title: str) -> str:
+    "NFKC, ASCII quotes, apostrophes and dashes, plain spaces, no invisible characters, single-spaced."
+    # mapped before NFKC too: NFKC turns ″ into two primes and a non-breaking hyphen into a hyphen
+    return " ".join(unicodedata.normalize("NFKC", title.translate(_TYPOGRAPHY)).translate(_TYPOGRAPHY).split())
+
+# %% ../nbs/01b_prepare.ipynb #38a572db
+_TAGS = ("video|videos|watch|tweet|tweets|image|images|photo|photos|pic|pics|pictures|audio|details|screenshot|screenshots|"
+         "graphic|graphics|gif|gifs|map|maps|chart|charts|infographic|live|update|updated|updates|breaking|exclusive|report|"
+         "debunked|rumor|rumors|rumour|rumours|spoiler|spoilers|opinion|op-ed|editorial|analysis|listen|poll|guest column|"
+         "interview|review|explainer|factbox|highlights|timeline|fact check|just in|breaking news|must watch|satire|transcript")
+_BRACKET_TAG = re.compile(rf"\s*[\(\[]\s*(?:{_TAGS})(?:\s*[/&,+]\s*(?:{_TAGS}))*\s*[\)\]]", re.I)
+_LEADING_TAG = re.compile(rf"^\s*(?:{_TAGS})(?:\s*[/&,]\s*(?:{_TAGS}))*\s*(?::|\s-|\s\|)\s*", re.I)
+_SITE_WORD = r"(?:[A-Z0-9][\w.&@]*|&|of|the|and|on|de|la|for|in|to)"  # a capitalised word, initials, or a connector
+_TRAILING_SITE = re.compile(rf"\s+[-|]\s+{_SITE_WORD}(?:\s+{_SITE_WORD}){{0,4}}\s*$")
+_TRAILING_PIPE = re.compile(r"\s+\|\s+[^|]{1,60}$")
+_TRAILING_MARK = re.compile(r"\s+[-|]+$")  # a separator left with nothing after it
+
+def strip_furniture(title: str) -> str:
+    "`title` without bracketed format tags, a leading format label or a trailing site name; at least three words kept."
+    while True:
+        out = _BRACKET_TAG.sub("", title)
+        out = _LEADING_TAG.sub("", out, count=1)
+        for suffix in (_TRAILING_MARK, _TRAILING_PIPE, _TRAILING_SITE):
+            shorter = suffix.sub("", out, count=1)
+            if len(shorter.split()) >= 3: out = shorter
+        out = " ".join(out.split())
+        if out == title or len(out.split()) < 3: return title if len(out.split()) < 3 else out
+        title = out
+
+# %% ../nbs/01b_prepare.ipynb #d37858ea
+CLEANING_VERSION = 2  # recorded in the manifest; prepared data of another version are prepared again before training
 
 def clean_title(title: str) -> str:
-    "NFC-normalised title with whitespace collapsed and zero-width characters removed."
-    return " ".join(unicodedata.normalize("NFC", title).translate(_ZERO_WIDTH).split())
+    "What the model sees of a title: typography normalised (`normalise_typography`), publisher furniture stripped."
+    return strip_furniture(normalise_typography(title))
 
 # %% ../nbs/01b_prepare.ipynb #ea148025
 def title_key(title: str) -> str:
@@ -64,8 +105,8 @@ def casing(title: str) -> str:
 
 # %% ../nbs/01b_prepare.ipynb #8abef296
 def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Kept rows (cleaned, with `key`) and per-corpus counts of exact/normalised duplicates and conflicts removed."
-    f = frame.assign(title=frame.title.map(clean_title))
+    "Kept rows (cleaned, with `key` and `raw_title`) and per-corpus counts of exact/normalised duplicates and conflicts removed."
+    f = frame.assign(raw_title=frame.title, title=frame.title.map(clean_title))  # the raw title kept for the shortcut audit
     f["key"] = f.title.map(title_key)
     exact = f.duplicated(["title", "label"])
     normalised = ~exact & f.duplicated(["key", "label"])
@@ -140,6 +181,79 @@ def fingerprint(splits: dict[str, dict]) -> str:
     "sha256 over the split files' hashes: one name for one exact dataset."
     return hashlib.sha256("".join(f"{k}:{splits[k]['sha256']}\n" for k in sorted(splits)).encode()).hexdigest()
 
+# %% ../nbs/01b_prepare.ipynb #aa89261f
+_CURLY, _DASH = re.compile("[\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb`\u00b4]"), re.compile("[\u2012\u2013\u2014\u2015\u2212]")
+_SUFFIX = re.compile(r"\s[-|\u2013\u2014]\s+[^-|\u2013\u2014]{2,40}$")  # `... - Site Name`, `... | Site`
+_ANY_BRACKET_TAG = re.compile(r"[\(\[]\s*[A-Za-z][A-Za-z /&+,]{1,25}\s*[\)\]]")
+
+def _words(t: str) -> int: return len(t.split())
+SHORTCUT_CUES: dict[str, Callable[[str], str]] = {  # title -> a category; the first category listed is "no cue"
+    "quote style": lambda t: "curly" if _CURLY.search(t) else "straight" if re.search("[\"']", t) else "none",
+    "dash style": lambda t: "en/em dash" if _DASH.search(t) else "spaced hyphen" if " - " in t else "none",
+    "trailing publisher suffix": lambda t: "suffix" if _SUFFIX.search(t) else "none",
+    "bracket tag": lambda t: "tag" if _ANY_BRACKET_TAG.search(t) else "none",
+    "leading tag": lambda t: "tag" if _LEADING_TAG.match(t) or re.match(r"^[A-Z][A-Z ]{2,20}[:!]\s", t) else "none",
+    "non-ASCII characters": lambda t: "non-ASCII" if any(ord(c) > 127 for c in t) else "none",
+    "ALL-CAPS words": lambda t: (lambda n: "2+" if n >= 2 else str(n))(len(re.findall(r"\b[A-Z]{3,}\b", t))) if casing(t) != "upper" else "title in capitals",
+    "Title Case": lambda t: casing(t),
+    "length (words)": lambda t: "<=8" if _words(t) <= 8 else "9-12" if _words(t) <= 12 else "13-16" if _words(t) <= 16 else "17+",
+}
+_MARKED = {"quote style": {"curly"}, "dash style": {"en/em dash"}, "ALL-CAPS words": {"1", "2+"}, "Title Case": {"title", "upper"},
+           "length (words)": {"13-16", "17+"}}  # the categories whose share the audit shows; default: anything but "none"
+
+# %% ../nbs/01b_prepare.ipynb #452ae183
+def _cue_f1(train_values: pd.Series, train_labels: pd.Series, test_values: pd.Series, test_labels: pd.Series) -> float:
+    "Macro-F1 on test of the classifier that sees only the cue: each cue value predicts its majority training label."
+    from sklearn.metrics import f1_score
+    rule = train_labels.groupby(train_values.values).agg(lambda s: s.value_counts().idxmax())
+    fallback = train_labels.value_counts().idxmax()
+    predicted = test_values.map(rule).fillna(fallback).astype(int)
+    return float(f1_score(test_labels, predicted, average="macro"))
+
+def shortcut_audit(frame: pd.DataFrame, # prepared rows with `title` (cleaned), `raw_title`, `label`, `corpus`, `split`
+                   margin: float = 0.05, # F1 above the majority class that counts as a shortcut
+                  ) -> pd.DataFrame:
+    "Per corpus and cue: its share among fake and real titles before and after cleaning, and the cue-only macro-F1 (train -> test)."
+    rows = []
+    for corpus, part in frame.groupby("corpus"):
+        train, test = part[part.split == "train"], part[part.split == "test"]
+        majority = _cue_f1(pd.Series("x", index=train.index), train.label, pd.Series("x", index=test.index), test.label)
+        for cue, fn in SHORTCUT_CUES.items():
+            marked = _MARKED.get(cue)
+            is_marked = (lambda v: v.isin(marked)) if marked else (lambda v: v != "none")
+            row = {"corpus": corpus, "cue": cue}
+            for when, column in (("before", "raw_title"), ("after", "title")):
+                values = part[column].map(fn)
+                for label in (1, 0): row[f"{LABELS[label]} {when}"] = float(is_marked(values[part.label == label]).mean())
+                row[f"F1 {when}"] = _cue_f1(values[train.index], train.label, values[test.index], test.label)
+            row["majority F1"] = majority
+            row["shortcut after"] = row["F1 after"] > majority + margin
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["corpus", "cue"])
+
+# %% ../nbs/01b_prepare.ipynb #8e9e187e
+SHORTCUT_REASONS = {  # why a cue that still separates the labels after cleaning is kept (shown in the data card)
+    "quote style": "the style is gone (every quote is ASCII after cleaning); what remains is whether a title quotes "
+                   "someone or has an apostrophe at all, which is its wording",
+    "leading tag": "format labels (BREAKING:, WATCH:, Factbox:, Exclusive:) are stripped; what remains are emotive openers "
+                   "(WOW!, BOOM!, IRONY:) written by the headline's author: words, which the suite's sensational-prefix test probes",
+    "ALL-CAPS words": "the packaged MiniLM is uncased (its tokenizer lower-cases), so case never reaches the model; only the "
+                      "cased TF-IDF baseline reads it, and the suite's capitals and Title Case tests check the model ignores it",
+    "Title Case": "as for capitals: invisible to the uncased model, measured for the cased baseline and probed by the suite",
+    "length (words)": "how much a headline says is content, not typography; it cannot be removed without removing words. "
+                      "Cross-corpus scores (evaluation chapter) show what in-corpus length is worth elsewhere",
+}
+
+# %% ../nbs/01b_prepare.ipynb #444047c1
+def audit_verdicts(audit: pd.DataFrame, margin: float = 0.05) -> pd.Series:
+    "Per corpus and cue: `removed by cleaning`, `no signal`, `kept: <reason>`, or `KEPT WITHOUT A REASON`."
+    def verdict(row) -> str:
+        if not row["shortcut after"]:
+            return "removed by cleaning" if row["F1 before"] > row["majority F1"] + margin else "no signal"
+        reason = SHORTCUT_REASONS.get(row.name[1])
+        return f"kept: {reason}" if reason else "KEPT WITHOUT A REASON"
+    return audit.apply(verdict, axis=1).rename("verdict")
+
 # %% ../nbs/01b_prepare.ipynb #141e3115
 def style_table(prepared: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     "Per corpus and label: rows, casing shares, raw edge-whitespace share, median words."
@@ -179,7 +293,8 @@ def _md(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
     for c in percent: out[c] = out[c].map(lambda v: f"{v:.0%}")
     return out.to_markdown(index=False)
 
-def data_card(manifest: dict, removed: pd.DataFrame, style: pd.DataFrame, per_split: pd.DataFrame) -> str:
+def data_card(manifest: dict, removed: pd.DataFrame, style: pd.DataFrame, per_split: pd.DataFrame,
+              audit: pd.DataFrame | None = None) -> str:
     "The data card, as markdown."
     groups = manifest["near_duplicates"]
     sources = ", ".join(f"{s['corpus']} ({s['source']})" for s in manifest["sources"])
@@ -200,7 +315,18 @@ def data_card(manifest: dict, removed: pd.DataFrame, style: pd.DataFrame, per_sp
         "cleaning), and the median title length in words. A cue that separates the labels inside one corpus is a "
         "shortcut a model can learn instead of the content: check cross-corpus scores before trusting in-corpus ones.", "",
         _md(style, percent=("ALL CAPS", "Title Case", "sentence case", "raw edge spaces")), "",
-        "## Title length", "", "![words per title](title_lengths.png)", ""])
+        "## Title length", "", "![words per title](title_lengths.png)", "", *_audit_section(audit)])
+
+def _audit_section(audit: pd.DataFrame | None) -> list[str]:
+    if audit is None: return []
+    shares = [c for c in audit.columns if c.endswith((" before", " after")) and not c.startswith(("F1", "shortcut"))]
+    table = audit.drop(columns="shortcut after").assign(verdict=audit_verdicts(audit))
+    for c in shares: table[c] = table[c].map(lambda v: f"{v:.1%}")
+    return ["## Shortcut audit", "",
+            "Share of fake and real titles carrying each cue before cleaning (raw) and after (what the model sees), and the "
+            "test macro-F1 of a classifier that sees only the cue (each value predicts its majority training label), beside "
+            "the majority class. A cue kept although it still separates the labels carries its reason.", "",
+            table.reset_index().to_markdown(index=False, floatfmt=".3f"), ""]
 
 # %% ../nbs/01b_prepare.ipynb #11a5c93e
 @dataclass
@@ -243,7 +369,7 @@ def prepare_data(cfg: Config | DataConfig | None = None, # what to prepare; defa
     try:
         splits = {s: write_split(kept[kept.split == s], staging / f"{s}.csv") for s in SPLITS}
         manifest = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "config": config_to_dict(data_cfg), "sources": sources, "splits": splits,
+                    "config": config_to_dict(data_cfg), "cleaning": CLEANING_VERSION, "sources": sources, "splits": splits,
                     "removed": removed.to_dict(orient="index"),
                     "near_duplicates": {"groups": int((sizes > 1).sum()), "rows": int(sizes[sizes > 1].sum()),
                                         "largest": int(sizes.max())},
@@ -251,7 +377,7 @@ def prepare_data(cfg: Config | DataConfig | None = None, # what to prepare; defa
         per_split = pd.crosstab([kept.corpus, kept.label.map(LABELS)], kept.split, margins=True, margins_name="total")
         per_split = per_split.reindex(columns=[*SPLITS, "total"]).rename_axis(["corpus", "label"])
         plot_title_lengths(kept, staging / "title_lengths.png")
-        card = data_card(manifest, removed, style_table(kept, raw), per_split)
+        card = data_card(manifest, removed, style_table(kept, raw), per_split, shortcut_audit(kept))
         write_verified([card.encode()], staging / "data_card.md")
         write_verified([json.dumps(manifest, indent=2).encode() + b"\n"], staging / "manifest.json")
         for name in [*(f"{s}.csv" for s in SPLITS), "title_lengths.png", "data_card.md", "manifest.json"]:
@@ -259,7 +385,7 @@ def prepare_data(cfg: Config | DataConfig | None = None, # what to prepare; defa
     except OSError as e:
         raise DataError(f"could not write the prepared data to {folder}: {e.strerror or e}") from e
     finally: shutil.rmtree(staging, ignore_errors=True)
-    return PreparedData(kept.drop(columns="key"), manifest, card, folder)
+    return PreparedData(kept.drop(columns=["key", "raw_title"]), manifest, card, folder)
 
 # %% ../nbs/01b_prepare.ipynb #174325ad
 def load_splits(paths: Paths | None = None) -> dict[str, pd.DataFrame]:

@@ -25,9 +25,10 @@ from safetensors import SafetensorError
 from .core import ModelError, Paths, file_sha256, get_logger
 
 # %% auto #0
-__all__ = ['DEFAULT_NAME', 'META_FILE', 'CALIBRATION_FILE', 'HUB_PREFIX', 'HUB_VARIANTS', 'ModelVersion', 'git_commit',
-           'check_name', 'read_aliases', 'versions', 'file_hashes', 'quiet_hub', 'register', 'check_alias',
-           'check_hub_name', 'hub_version', 'resolve', 'promote', 'verify_files', 'load_model', 'versions_table']
+__all__ = ['DEFAULT_NAME', 'META_FILE', 'CALIBRATION_FILE', 'GATED_ALIASES', 'PROMOTIONS_FILE', 'HUB_PREFIX', 'HUB_VARIANTS',
+           'ModelVersion', 'git_commit', 'check_name', 'read_aliases', 'versions', 'file_hashes', 'quiet_hub',
+           'GateError', 'gate_failures', 'promotions', 'register', 'check_alias', 'check_hub_name', 'hub_version',
+           'resolve', 'promote', 'verify_files', 'load_model', 'versions_table']
 
 # %% ../nbs/02a_registry.ipynb #ee717406
 DEFAULT_NAME = "fakenews"
@@ -109,10 +110,41 @@ def quiet_hub():
     finally:
         if bars: hf_logging.enable_progress_bar()
 
+# %% ../nbs/02a_registry.ipynb #3f2122a6
+GATED_ALIASES = ("production", "serving")  # aliases only a version that passed its behavioural suite may take
+PROMOTIONS_FILE = "promotions.jsonl"  # registry/<name>/promotions.jsonl: one line per promotion to a gated alias
+
+class GateError(ModelError):
+    "A version refused a gated alias because its behavioural suite failed or never ran."
+    def __init__(self, ref: str, alias: str, failures: list[str], registered: bool = False):
+        self.ref, self.alias, self.failures = ref, alias, failures
+        done = f"{ref} is registered, but not as {alias!r}" if registered else f"{ref} cannot become {alias!r}"
+        super().__init__(f"{done}: it fails the behavioural gate ({len(failures)} failure{'s' * (len(failures) != 1)}):\n  "
+                         + "\n  ".join(failures) + "\nfix the model, or pass --force (force=True) to promote it anyway; the override is logged")
+
+def gate_failures(version: ModelVersion) -> list[str]:
+    "Why `version` may not take a gated alias: its suite's failures, or that no suite ran; [] when it passed."
+    record = version.meta.get("behavioural")
+    if not isinstance(record, dict) or "passed" not in record:
+        return ["no behavioural record: the suite did not run when this version was registered"]
+    return [] if record["passed"] is True else [str(f) for f in record.get("failures") or ["the suite failed"]]
+
+def _log_promotion(root: Path, alias: str, version: ModelVersion, failures: list[str]) -> None:
+    "Append a promotion to a gated alias to `promotions.jsonl` (under the registry lock)."
+    entry = {"alias": alias, "version": version.version, "forced": bool(failures), "failures": failures,
+             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with open(root / PROMOTIONS_FILE, "a") as f: f.write(json.dumps(entry) + "\n")
+
+def promotions(name: str = DEFAULT_NAME, paths: Paths | None = None) -> list[dict]:
+    "Every logged promotion of model `name` to a gated alias, oldest first."
+    path = (paths or Paths.from_env()).registry / check_name(name) / PROMOTIONS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
 # %% ../nbs/02a_registry.ipynb #3686eea8
 def register(model, tokenizer, meta: dict, name: str = DEFAULT_NAME, paths: Paths | None = None,
              aliases: tuple[str, ...] | list[str] = (),
              calibration: dict | None = None, # the fitted temperature and its ECEs, written as `calibration.json`
+             force: bool = False, # give gated aliases (`production`, `serving`) even when the behavioural gate fails
             ) -> ModelVersion:
     "Save `model`, `tokenizer` and `calibration` with `meta` and every file's sha256 as the next version of `name`; update aliases."
     paths = paths or Paths.from_env()
@@ -132,15 +164,20 @@ def register(model, tokenizer, meta: dict, name: str = DEFAULT_NAME, paths: Path
             os.rename(staging, root / f"v{number}")
             version = ModelVersion(name, number, root / f"v{number}", meta)
             table = read_aliases(name, paths)
-            table.update({"latest": number, **{a: number for a in aliases}})
+            gated = [a for a in aliases if a in GATED_ALIASES]
+            failures = gate_failures(version) if gated else []
+            refused = gated if failures and not force else []  # the version stays registered; those aliases wait
+            table.update({"latest": number, **{a: number for a in aliases if a not in refused}})
             best = _best([*found, version], meta.get("data_fingerprint"))
             if best: table["best"] = best
             _write_aliases(_aliases_path(paths, name), table)
+            for a in [] if refused else gated: _log_promotion(root, a, version, failures)
     except (OSError, SafetensorError) as e:  # a full disk, a read-only folder: nothing half-written stays behind
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelError(f"could not write {name} to the registry {root}: {getattr(e, 'strerror', None) or e}") from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True); raise
+    if refused: raise GateError(version.ref, refused[0], failures, registered=True)
     return version
 
 def check_alias(alias: str) -> None:
@@ -224,16 +261,21 @@ def resolve(ref: str, paths: Paths | None = None) -> ModelVersion:
     if number not in found: raise ModelError(f"{name} has no version v{number}; versions: {', '.join(f'v{n}' for n in found)}")
     return found[number]
 
-def promote(ref: str, alias: str, paths: Paths | None = None) -> ModelVersion:
-    "Point `alias` at the version `ref` names."
+def promote(ref: str, alias: str, paths: Paths | None = None,
+            force: bool = False, # point a gated alias at a version that fails the behavioural gate (logged)
+           ) -> ModelVersion:
+    "Point `alias` at the version `ref` names; a gated alias (`production`, `serving`) only at one that passed its suite."
     paths = paths or Paths.from_env()
     check_alias(alias)
     version = resolve(ref, paths)
     if not version.version: raise ModelError(f"{ref} is not a version in the registry: register it before promoting it")
+    failures = gate_failures(version) if alias in GATED_ALIASES else []
+    if failures and not force: raise GateError(version.ref, alias, failures)
     root = paths.registry / version.name
     with FileLock(str(root / ".lock")):
         table = read_aliases(version.name, paths); table[alias] = version.version
         _write_aliases(_aliases_path(paths, version.name), table)
+        if alias in GATED_ALIASES: _log_promotion(root, alias, version, failures)
     return version
 
 # %% ../nbs/02a_registry.ipynb #eaccc59d
@@ -270,7 +312,7 @@ def load_model(ref: str | ModelVersion = "production", paths: Paths | None = Non
 
 # %% ../nbs/02a_registry.ipynb #216b53f2
 def versions_table(name: str = DEFAULT_NAME, paths: Paths | None = None) -> pd.DataFrame:
-    "One row per version: aliases, when, validation loss, test macro-F1, backbone, data fingerprint, commit."
+    "One row per version: aliases, when, validation loss, test macro-F1, behavioural gate, backbone, data fingerprint, commit."
     table = read_aliases(name, paths)
     rows = []
     for v in versions(name, paths):
@@ -278,6 +320,7 @@ def versions_table(name: str = DEFAULT_NAME, paths: Paths | None = None) -> pd.D
         rows.append({"version": f"v{v.version}", "aliases": ", ".join(sorted(a for a, n in table.items() if n == v.version)),
                      "registered": m.get("registered", ""), "val_loss": m.get("val_loss"),
                      "test_f1": m.get("metrics", {}).get("test/f1"),
+                     "behavioural": {True: "passed", False: "FAILED"}.get((m.get("behavioural") or {}).get("passed"), "not run"),
                      "backbone": m.get("config", {}).get("model", {}).get("backbone", ""),
                      "data": (m.get("data_fingerprint") or "")[:12], "commit": (m.get("git_commit") or "")[:12]})
     return pd.DataFrame(rows)

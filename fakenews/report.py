@@ -18,7 +18,7 @@ import pandas as pd
 from huggingface_hub import EvalResult, ModelCardData
 
 from .acquire import fetch_corpus
-from .behavioural import run_suite
+from .behavioural import run_suite, suite_summary
 from .core import Config, get_logger
 from .data import DataError, read_labelled_csv
 from .evaluate import (casing_stacker, confident_mistakes, fit_baselines, plot_reliability, predict_frame,
@@ -233,9 +233,10 @@ def model_card(version, report: dict,
         cross = pd.DataFrame(report["cross_corpus"])
         body += ["## Across corpora", "", "Macro-F1 of systems trained on one corpus (rows) and tested on another (columns):", "",
                  _md(cross.pivot_table(index=["system", "train"], columns="test", values="macro_f1")), ""]
+    body += ["## Behavioural tests", "", "At registration (the record the `production`/`serving` gate reads): " + suite_summary(version), ""]
     if report.get("behavioural"):
         b = pd.DataFrame(report["behavioural"])
-        body += ["## Behavioural tests", "", _md(b[["type", "test", "n", "pass_rate", "threshold", "passed"]], index=False), ""]
+        body += ["At this evaluation:", "", _md(b[["type", "test", "n", "pass_rate", "threshold", "passed"]], index=False), ""]
     body += ["## Limitations", "",
              "- ISOT's real titles are Reuters headlines in sentence case and most of its fake titles are in Title Case: "
              "in-corpus ISOT scores measure style as much as content. The backbone is uncased, so it cannot use capitals; "

@@ -57,7 +57,7 @@ __all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPL
            'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service',
            'check_filename', 'read_titles_csv', 'explained_words', 'occlusion', 'PredictRequest', 'Prediction',
            'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file',
-           'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
+           'about_text', 'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -594,6 +594,24 @@ def ui_batch(self: Service, path: str | None):
     frame.to_csv(out, index=False)
     return frame, str(out)
 
+# %% ../nbs/06_serve.ipynb #b0d308db
+def about_text(service: Service) -> str:
+    "Markdown for the app's About tab: the version served, its test scores per corpus, its behavioural record, its limits."
+    from fakenews.behavioural import suite_summary
+    try: version = service.predictor.version if service.predictor is not None else resolve(model_ref(service.cfg), service.cfg.paths)
+    except ModelError as e: return f"No model to describe yet: {e}"
+    if version is None: return "A model given in code, not a registered version: nothing recorded to show."
+    metrics = version.meta.get("metrics", {})
+    scores = [f"{k.split('/')[1]} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("test/") and k.endswith("/f1") and k.count("/") == 2]
+    return "\n\n".join([
+        f"**Model**: `{version.ref}` ({version.meta.get('format', 'transformers')}" +
+        (f", {version.meta['variant']['method']} of `{version.meta['variant']['source']}`" if version.meta.get("variant") else "") + ").",
+        "**Test macro-F1** by corpus: " + (", ".join(scores) if scores else "not recorded") + ".",
+        suite_summary(version),
+        "It reads wording, not facts: it has never seen the story behind a headline, and headlines unlike its training "
+        "corpora (ISOT, FakeNewsNet) get less reliable answers. Typography (curly or straight quotes, dashes, spaces) and "
+        "publisher furniture (`- Site`, `(VIDEO)`, `BREAKING:`) are normalised away before it reads a title."])
+
 # %% ../nbs/06_serve.ipynb #a147a772
 def _monitor_hook(name: str):
     "`fakenews.monitor_app.<name>` when that module exists and defines it, else None."
@@ -637,6 +655,8 @@ def build_ui(service: Service) -> gr.Blocks:
             table = gr.Dataframe(label="Predictions", wrap=True)
             download = gr.File(label="Predictions as CSV")
             run.click(service.ui_batch, [upload], [table, download], api_name="batch")
+        with gr.Tab("About"):
+            gr.Markdown(about_text(service), elem_id="about")
         if tab := _monitor_hook("monitoring_tab"):
             with gr.Tab("Monitoring"):
                 try: tab(service.cfg, service.db_url)

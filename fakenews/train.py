@@ -31,8 +31,9 @@ from .acquire import fetch_corpus
 from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, _metrics, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
-from .prepare import load_splits, prepare_data
-from .registry import ModelVersion, check_alias, git_commit, load_model, register
+from .prepare import CLEANING_VERSION, clean_title, load_splits, prepare_data
+from .behavioural import behavioural_record, suite_summary
+from .registry import GateError, ModelVersion, check_alias, git_commit, load_model, register, resolve
 
 # %% auto #0
 __all__ = ['log', 'ensure_data', 'sample_corpora', 'TrainClock', 'ProgressLog', 'wandb_mode', 'TrainResult', 'train',
@@ -49,7 +50,8 @@ def ensure_data(cfg: Config) -> tuple[dict[str, pd.DataFrame], dict]:
     manifest_path = cfg.paths.data / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if _data_settings(manifest["config"]) == _data_settings(config_to_dict(cfg.data)):
+        if (_data_settings(manifest["config"]) == _data_settings(config_to_dict(cfg.data))
+                and manifest.get("cleaning") == CLEANING_VERSION):  # data cleaned by an older clean_title: again
             return load_splits(cfg.paths), manifest
         log.info("prepared data in %s were made with other settings: preparing again", cfg.paths.data)
     prepared = prepare_data(cfg, progress=False)
@@ -184,7 +186,8 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     seed_everything(tc.seed)
     splits, manifest = ensure_data(cfg)
     save_config(cfg, run_dir / "config.json")
-    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed)
+    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed,
+                         tc.augment_attribution, tc.loss_weights)
     model = build_classifier(cfg.model)
     if teacher is not None and teacher.config.vocab_size != model.config.vocab_size:
         raise ValueError(f"teacher {cfg.distill.teacher} and backbone {cfg.model.backbone} tokenise differently: distil from a teacher with the same tokenizer")
@@ -195,7 +198,8 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     if last.is_file():
         log.info("resuming %s from %s", run_dir.name, last)
         _keep_history(run_dir)
-    trainer = _trainer(cfg, run_dir, len(splits["train"]), clock, progress)
+    dm.setup()  # the training set with its attributed copies: the step count and validation points follow its length
+    trainer = _trainer(cfg, run_dir, len(dm.datasets["train"]), clock, progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen teacher, on purpose
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
@@ -219,7 +223,7 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
                "train_seconds": round(clock.seconds, 2), "train_samples": clock.samples,
                "samples_per_second": round(clock.samples / clock.seconds, 2) if clock.seconds else None,
                "data_fingerprint": manifest["fingerprint"]}
-    version = None
+    version = refused = None
     if trainer.is_global_zero:
         wrong.to_csv(run_dir / "misclassified_valid.csv", index=False)
         if tc.register_as:
@@ -229,13 +233,19 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
             meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": val_loss, "checkpoint": best,
                     "data_fingerprint": manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
                     "run": str(run_dir)}
-            version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration)
+            meta["behavioural"] = behavioural_record(predictor.predict_proba, splits["test"].title.tolist(), tc.behavioural_suite,
+                                                    canonical=clean_title)
+            log.info("%s", suite_summary(meta["behavioural"]).replace("**", ""))
+            try: version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration,
+                                    force=tc.force_aliases)
+            except GateError as e: refused, version = e, resolve(e.ref, cfg.paths)  # registered without the gated aliases
             log.info("registered %s (val/loss %.4f, test/f1 %.4f)", version.ref, val_loss, test.get("test/f1", float("nan")))
         metrics["registered"] = version.ref if version else None
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, tc.aliases)
     trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
+    if refused is not None: raise refused  # after the run's records are written: the version is there, its alias is not
     return TrainResult(run_dir, metrics, best, version)
 
 def _quiet_libraries() -> None:

@@ -24,7 +24,7 @@ def tiny_home(tmp_path_factory):
     "An artifact root whose `serving` alias is the tiny random model."
     paths = Paths.from_env(tmp_path_factory.mktemp("batch") / "home")
     version = register(build_classifier(ModelConfig(backbone="tiny")), load_tokenizer("tiny"), {}, paths=paths)
-    promote(version.ref, "serving", paths)
+    promote(version.ref, "serving", paths, force=True)
     return paths.home
 
 

@@ -149,7 +149,7 @@ def test_a_missing_or_extra_file_is_refused(tiny):
 def test_a_folder_named_like_a_registry_reference_does_not_shadow_the_registry(tiny, tmp_path, monkeypatch, ref):
     "A folder in the working directory called `production` (or `fakenews:v1`) must not be served instead of the version."
     paths, v1 = tiny
-    promote("fakenews:v1", "production", paths)
+    promote("fakenews:v1", "production", paths, force=True)
     monkeypatch.chdir(tmp_path)
     shutil.copytree(v1.path, tmp_path / ref)  # a valid model folder, planted where a reference is resolved
     assert resolve(ref, paths).path == v1.path

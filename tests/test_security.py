@@ -42,7 +42,7 @@ def sec_home(tmp_path_factory, sample_corpora) -> Path:
     "An artifact root with prepared splits and a tiny model trained in this session, aliased `production`."
     from fakenews.train import train
     home = tmp_path_factory.mktemp("security_home")
-    train(tiny_config(home, sample_corpora, aliases=("production",)), progress=False)
+    train(tiny_config(home, sample_corpora, aliases=("production",), force_aliases=True), progress=False)
     return home
 
 
@@ -592,7 +592,7 @@ def test_workers_serve_the_version_the_parent_resolved(tmp_path):
     from fakenews.registry import promote, register
     paths = Paths.from_env(tmp_path / "home")
     for _ in range(2): register(build_classifier(ModelConfig(backbone="tiny")), load_tokenizer("tiny"), {}, paths=paths)
-    promote("fakenews:v1", "production", paths)
+    promote("fakenews:v1", "production", paths, force=True)
     port = _free_port()
     proc = subprocess.Popen([FAKENEWS, "serve", "--home", str(paths.home), "--port", str(port), "--workers", "2",
                              "--set", f"serve.db_url=sqlite:///{tmp_path / 'log.db'}"],
@@ -602,7 +602,7 @@ def test_workers_serve_the_version_the_parent_resolved(tmp_path):
         while "at http://" not in announced:
             announced = proc.stdout.readline()
             assert announced, "the server stopped before it said what it serves"
-        promote("fakenews:v2", "production", paths)  # a promotion while the workers start
+        promote("fakenews:v2", "production", paths, force=True)  # a promotion while the workers start
         assert "serving fakenews:v1" in announced, announced
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
         while True:

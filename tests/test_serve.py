@@ -29,7 +29,7 @@ def tiny_home(tmp_path_factory, sample_corpora) -> Path:
     "An artifact root holding prepared splits and a tiny model trained in this session, aliased `production`."
     from fakenews.train import train
     home = tmp_path_factory.mktemp("serve_home")
-    train(tiny_config(home, sample_corpora, aliases=("production",)), progress=False)
+    train(tiny_config(home, sample_corpora, aliases=("production",), force_aliases=True), progress=False)
     return home
 
 

@@ -38,7 +38,7 @@ def onnx_home(tmp_path_factory):
         teacher = register(model, tokenizer, {}, paths=paths)
         exported = quantize_onnx(export_onnx(model, tokenizer, tmp / "model.onnx"), tmp / "int8.onnx")
         register(exported, tokenizer, {"format": "onnx", "variant": {"method": "onnx-int8", "source": teacher.ref}},
-                 paths=paths, aliases=("serving",))
+                 paths=paths, aliases=("serving",), force=True)
     return paths
 
 

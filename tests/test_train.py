@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path, sample_corpora):
 
 def test_registry_round_trip_and_pipeline_parity(tmp_path, sample_corpora):
     from transformers import pipeline
-    cfg = tiny_config(tmp_path / "home", sample_corpora, max_steps=30, aliases=("production",))
+    cfg = tiny_config(tmp_path / "home", sample_corpora, max_steps=30, aliases=("production",), force_aliases=True)
     result = train(cfg, progress=False)
     paths = cfg.paths
     assert resolve("production", paths).version == result.version.version == 1
