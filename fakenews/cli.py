@@ -113,9 +113,9 @@ def cmd_registry_show(args) -> int:
     version = resolve(args.ref, paths)
     logged = [p for p in promotions(version.name, paths) if p["version"] == version.version] if version.version else []
     print(json.dumps({"ref": version.ref, "path": str(version.path), **version.meta, "promotions": logged}, indent=2))
-    print(suite_summary(version))
+    print(suite_summary(version), file=sys.stderr)  # stdout stays one JSON document (`| jq` works)
     for p in logged:
-        if p["forced"]: print(f"FORCED: {p['time']} made {version.ref} {p['alias']!r} past {len(p['failures'])} behavioural failure(s)")
+        if p["forced"]: print(f"FORCED: {p['time']} made {version.ref} {p['alias']!r} past {len(p['failures'])} behavioural failure(s)", file=sys.stderr)
     return 0
 
 def cmd_evaluate(args) -> int:

@@ -51,7 +51,8 @@ def test_gate_refuses_a_failing_model_then_force_is_logged(tmp_path, sample_corp
 
     r = subprocess.run([FAKENEWS, "registry", "show", "v1", "--home", str(home)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "Behavioural suite**: FAILED" in r.stdout and "FORCED:" in r.stdout and "'production'" in r.stdout
+    assert json.loads(r.stdout)["promotions"] == [logged]  # stdout is one JSON document; the summary goes to stderr
+    assert "Behavioural suite**: FAILED" in r.stderr and "FORCED:" in r.stderr and "'production'" in r.stderr
 
 
 def test_gate_accepts_a_model_that_passes_its_suite(tmp_path, sample_corpora):
