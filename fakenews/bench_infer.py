@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .core import LABELS, Paths, get_logger
 from .evaluate import scores
-from .predict import Predictor
+from .predict import Predictor, version_max_length
 from .prepare import load_splits
 from .registry import ModelVersion, promote, resolve, versions
 
@@ -70,7 +70,7 @@ def pipeline_probabilities(version: ModelVersion, batch_size: int = 64):
     "P(fake) of titles through `transformers.pipeline` on the version's files: the baseline."
     from transformers import pipeline
     pipe = pipeline("text-classification", model=str(version.path), top_k=None, device="cpu")
-    max_length = version.meta.get("config", {}).get("model", {}).get("max_length", 64)
+    max_length = version_max_length(version)
     def predict_proba(titles: list[str]) -> np.ndarray:
         out = pipe(list(titles), batch_size=batch_size, truncation=True, max_length=max_length)
         return np.array([next(d["score"] for d in row if d["label"] == LABELS[1]) for row in out])

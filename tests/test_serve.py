@@ -286,6 +286,18 @@ def test_cli_serve_without_a_model_fails_in_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("fakenews: error: nothing to serve"), r.stderr
 
 
+def _post_together(url: str, service, bodies: list, busy: float) -> list:
+    "POST each body to /predict from its own thread while the model thread sleeps `busy` s, so they arrive together; the responses."
+    blocker = service._model_thread.submit(time.sleep, busy)
+    answers = [None] * len(bodies)
+    def call(i): answers[i] = requests.post(f"{url}/predict", json={"titles": bodies[i]}, timeout=60)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    blocker.result()
+    return answers
+
+
 def _batch_counts(url) -> tuple[float, float, float]:
     "(model calls, titles scored by them, calls of a single title) so far, from /metrics."
     s = _samples(requests.get(f"{url}/metrics", timeout=5).text)
@@ -299,13 +311,7 @@ def test_concurrent_callers_are_batched_and_each_gets_its_own_answer(server):
     run = f"batched {time.time_ns()}"
     bodies = [[f"{run} caller {c} title {j}" for j in range(1 + c % 3)] for c in range(16)]  # 1 to 3 titles each
     calls, titles, singles = _batch_counts(url)
-    blocker = service._model_thread.submit(time.sleep, 1.0)  # the model is busy while the callers arrive: they queue up together
-    answers = [None] * len(bodies)
-    def call(i): answers[i] = requests.post(f"{url}/predict", json={"titles": bodies[i]}, timeout=60)
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
-    for t in threads: t.start()
-    for t in threads: t.join()
-    blocker.result()
+    answers = _post_together(url, service, bodies, busy=1.0)  # the model is busy while the callers arrive: they queue up together
     for body, r in zip(bodies, answers):
         assert r.status_code == 200, r.text
         got = r.json()["predictions"]
@@ -334,13 +340,7 @@ def test_a_failing_title_fails_only_its_own_request(server):
     bodies = [f"{run} caller {c}" + (" POISON" if c == 3 else "") for c in range(8)]
     predictor.predict_proba = fragile
     try:
-        blocker = service._model_thread.submit(time.sleep, 0.5)  # all eight in one batch
-        answers = [None] * len(bodies)
-        def call(i): answers[i] = requests.post(f"{url}/predict", json={"titles": bodies[i]}, timeout=60)
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        blocker.result()
+        answers = _post_together(url, service, bodies, busy=0.5)  # all eight in one batch
     finally:
         predictor.predict_proba = real
     assert [r.status_code for r in answers] == [500 if c == 3 else 200 for c in range(8)], [r.status_code for r in answers]
