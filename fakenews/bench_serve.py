@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import shutil
 import sys
 import tempfile
 import threading
@@ -302,7 +303,8 @@ def py_spy(pid: int, seconds: float, rate: int = 100) -> list[tuple[list[str], i
     "Sample process `pid` with py-spy for `seconds` (every thread, without pausing it): its stacks."
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.txt"
-        r = subprocess.run(["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")  # the venv's, when it is not on PATH
+        r = subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate),
                             "--format", "raw", "--output", str(out), "--nonblocking", "--idle"], capture_output=True, text=True)
         if r.returncode or not out.exists(): raise RuntimeError(f"py-spy failed: {r.stderr.strip()[-500:]}")
         return read_profile(out.read_text())

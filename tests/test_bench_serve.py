@@ -1,6 +1,8 @@
 "`fakenews bench serve` on a tiny random model: real servers on loopback, driven by Debian's wrk."
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import FAKENEWS
@@ -41,7 +43,7 @@ def test_bench_serve_counts_errors(tiny_paths):
     assert table.attrs["scored"] == table.attrs["logged"] == 0
 
 
-@pytest.mark.skipif(not shutil.which("py-spy"), reason="py-spy is in the dev extra")
+@pytest.mark.skipif(not (shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()), reason="py-spy is in the dev extra")
 def test_profile_server_samples_the_live_server(tiny_paths, tmp_path):
     from fakenews.bench_serve import profile_server, save_profile
     try: by_part, frames = profile_server("fakenews:v1", connections=8, seconds=2, paths=tiny_paths, titles=HEADLINES)
