@@ -25,8 +25,8 @@ from filelock import FileLock
 from .core import Paths, get_logger
 
 # %% auto #0
-__all__ = ['SOURCES', 'metadata', 'predictions', 'COLUMNS', 'UTCDateTime', 'default_url', 'make_engine', 'LogFull',
-           'dead_letter_path', 'PredictionLog', 'read_dead_letters', 'read_predictions']
+__all__ = ['SOURCES', 'metadata', 'predictions', 'COLUMNS', 'UTCDateTime', 'default_url', 'create_table', 'make_engine',
+           'LogFull', 'dead_letter_path', 'PredictionLog', 'read_dead_letters', 'read_predictions']
 
 # %% ../nbs/06a_predlog.ipynb #d2bde7c9
 SOURCES = ("api", "ui", "csv")  # where a logged prediction came from
@@ -59,11 +59,21 @@ predictions = sa.Table(
 )
 COLUMNS = [c.name for c in predictions.columns]
 
-# %% ../nbs/06a_predlog.ipynb #0504f955
+# %% ../nbs/06a_predlog.ipynb #58cac6c3
 def default_url(paths: Paths | None = None) -> str:
     "The SQLAlchemy URL of the default log: SQLite at `Paths.predictions_db`."
     return f"sqlite:///{(paths or Paths.from_env()).predictions_db}"
 
+# %% ../nbs/06a_predlog.ipynb #2e866b6a
+def create_table(engine: sa.Engine, attempts: int = 6) -> None:
+    "Create the log's table on `engine` unless it exists, also when other processes try the same at the same time."
+    for attempt in range(attempts):
+        try: return metadata.create_all(engine)
+        except sa.exc.DBAPIError:  # another process made it between our check and our CREATE, or held the lock
+            if attempt == attempts - 1: raise
+            time.sleep(0.05 * 2 ** attempt)
+
+# %% ../nbs/06a_predlog.ipynb #50b64e2e
 def make_engine(url: str | None = None) -> sa.Engine:
     "An engine on the log at `url` (default: `default_url()`), with the table created; SQLite in WAL mode."
     url = sa.make_url(url or default_url())
@@ -75,11 +85,11 @@ def make_engine(url: str | None = None) -> sa.Engine:
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL takes a lock another process may hold
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps committed rows across a process crash
-            cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
-    metadata.create_all(engine)
+    create_table(engine)
     return engine
 
 # %% ../nbs/06a_predlog.ipynb #0dfcfd2f

@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,8 +131,7 @@ def test_a_killed_worker_keeps_its_counts_and_drops_its_live_gauges(workers):
     assert sample(scrape(workers.url), "fakenews_requests_total", route="/predict", status="200") == before + 4
 
 
-@pytest.fixture
-def fresh_database(postgres_url):
+def new_database(postgres_url: str) -> str:
     "The URL of a new, empty database on the session's PostgreSQL server."
     import sqlalchemy as sa
     name = f"scaleout_{os.getpid()}_{time.monotonic_ns()}"
@@ -139,6 +139,9 @@ def fresh_database(postgres_url):
     with engine.connect() as conn: conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+@pytest.fixture
+def fresh_database(postgres_url): return new_database(postgres_url)
 
 
 def test_two_servers_share_one_postgres_log(tiny_home, fresh_database, tmp_path):
@@ -166,6 +169,27 @@ def test_two_servers_share_one_postgres_log(tiny_home, fresh_database, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"fakenews:v1, {len(titles)} logged predictions" in r.stdout, r.stdout
     assert len(list((home / "reports" / "monitoring").glob("*/summary.json"))) == 1
+
+
+OPEN_LOG_AT = """
+import sys, time
+from fakenews.predlog import make_engine
+url, start = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # imports done: every process opens the log at the same instant
+make_engine(url).dispose()
+"""
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_starting_together_open_one_new_log(backend, tmp_path, request):
+    "Workers and replicas start together on a log that does not exist yet: each creates the table or finds it, none fails."
+    for trial in range(4):
+        url = f"sqlite:///{tmp_path / f'log{trial}.db'}" if backend == "sqlite" else new_database(request.getfixturevalue("postgres_url"))
+        start = time.time() + 8  # after the slowest import
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_LOG_AT, url, str(start)], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-1500:] for e in errors if e)
+        assert read_predictions(url).empty
 
 
 @pytest.fixture
