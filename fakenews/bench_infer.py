@@ -7,6 +7,7 @@ Docs: https://fakenews-dev.github.io/fakenews/bench_infer.html.md"""
 # %% ../nbs/05a_bench_infer.ipynb #06f52139
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from .registry import ModelVersion, promote, resolve, versions
 
 # %% auto #0
 __all__ = ['log', 'matmul_gflops', 'title_flops', 'family', 'describe', 'pipeline_probabilities', 'measure', 'bench_infer',
-           'pick_serving', 'promote_serving', 'plot_bench', 'save_bench']
+           'pick_serving', 'promote_serving', 'plot_bench', 'save_table', 'save_bench']
 
 # %% ../nbs/05a_bench_infer.ipynb #6baff60f
 log = get_logger("fakenews.bench_infer")
@@ -169,11 +170,18 @@ def plot_bench(table: pd.DataFrame, max_loss: float = 1.0, target: float = 3.0) 
     fig.tight_layout()
     return fig
 
-def save_bench(table: pd.DataFrame, paths: Paths | None = None) -> Path:
-    "Write table.csv, table.md and speed_accuracy.png to a new reports/bench/infer-<time>/ folder."
-    folder = (paths or Paths.from_env()).reports / "bench" / f"infer-{datetime.now():%Y%m%d-%H%M%S}"
+# %% ../nbs/05a_bench_infer.ipynb #629390be
+def save_table(table: pd.DataFrame, kind: str, paths: Paths | None = None, digits: int = 3) -> Path:
+    "Write `table` as table.csv and table.md (its attrs, the run's settings, as JSON below) to a new reports/bench/<kind>-<time>/ folder."
+    folder = (paths or Paths.from_env()).reports / "bench" / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "table.csv", index=False)
-    (folder / "table.md").write_text(table.round(3).to_markdown(index=False) + f"\n\n{table.attrs}\n")
+    (folder / "table.md").write_text(table.round(digits).to_markdown(index=False) + f"\n\n{json.dumps(table.attrs, default=str)}\n")
+    return folder
+
+# %% ../nbs/05a_bench_infer.ipynb #27b7582c
+def save_bench(table: pd.DataFrame, paths: Paths | None = None) -> Path:
+    "`save_table` under reports/bench/infer-<time>/, with `plot_bench`'s figure as speed_accuracy.png."
+    folder = save_table(table, "infer", paths)
     fig = plot_bench(table); fig.savefig(folder / "speed_accuracy.png", dpi=120); plt.close(fig)
     return folder

@@ -37,7 +37,7 @@ from .registry import ModelVersion, resolve
 __all__ = ['log', 'WAITING', 'PARTS', 'wrk_script', 'run_wrk', 'AnchorRequest', 'anchor_app', 'run_anchor', 'free_port',
            'fakenews_command', 'anchor_command', 'server_process', 'pipeline_model', 'bench_titles', 'server_counters',
            'settled_counters', 'model_alone', 'bench_serve', 'read_profile', 'profile_table', 'py_spy',
-           'profile_server', 'save_profile', 'save_bench_serve']
+           'profile_server', 'save_profile']
 
 # %% ../nbs/06c_bench_serve.ipynb #928dd76b
 log = get_logger("fakenews.bench_serve")
@@ -83,7 +83,7 @@ def run_wrk(url: str, script: str | os.PathLike, connections: int, seconds: floa
     out = proc.stdout.read(); proc.stdout.close()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    line = next((l for l in out.splitlines() if l.startswith("FAKENEWS_WRK ")), None)
+    line = next((x for x in out.splitlines() if x.startswith("FAKENEWS_WRK ")), None)
     if proc.returncode or line is None: raise RuntimeError(f"wrk failed (exit {proc.returncode}): {out.strip()[-500:]}")
     r = json.loads(line.removeprefix("FAKENEWS_WRK "))
     seconds = r["duration_us"] / 1e6
@@ -335,12 +335,3 @@ def save_profile(tables: tuple[pd.DataFrame, pd.DataFrame], folder: str | os.Pat
     tables[0].round(2).to_csv(paths[0], index=False); tables[1].round(2).to_csv(paths[1], index=False)
     paths[2].write_text(json.dumps(tables[0].attrs, indent=1, default=str) + "\n")
     return paths
-
-# %% ../nbs/06c_bench_serve.ipynb #737d46d5
-def save_bench_serve(table: pd.DataFrame, paths: Paths | None = None) -> Path:
-    "Write table.csv and table.md (with the run's attrs) to a new reports/bench/serve-<time>/ folder."
-    folder = (paths or Paths.from_env()).reports / "bench" / f"serve-{datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "table.csv", index=False)
-    (folder / "table.md").write_text(table.round(2).to_markdown(index=False) + f"\n\n{json.dumps(table.attrs, default=str)}\n")
-    return folder

@@ -392,7 +392,8 @@ COMMAND_HOOKS.append(add_predict_commands)
 # %% ../nbs/08_cli.ipynb #af88445b
 def cmd_bench_serve(args) -> int:
     "fakenews serve under wrk beside the pipeline anchor and the HTTP ceiling; print and save the table."
-    from fakenews.bench_serve import bench_serve, profile_server, save_bench_serve, save_profile
+    from fakenews.bench_infer import save_table
+    from fakenews.bench_serve import bench_serve, profile_server, save_profile
     paths = _config(args).paths
     settings = {k: v for k in ("batch_wait_ms", "batch_max_titles") if (v := getattr(args, k)) is not None}
     connections = tuple(int(c) for c in args.connections.split(","))
@@ -409,7 +410,7 @@ def cmd_bench_serve(args) -> int:
         print(f"the model alone (this process, 1 thread): single title p50 {a['model p50 ms']:.2f} ms, p95 {a['model p95 ms']:.2f} ms; "
               f"{a['model titles/s at batch 32']:,.0f} titles/s at batch 32")
     print(f"titles scored {a['scored']:,}, rows logged {a['logged']:,}: {'equal' if a['scored'] == a['logged'] else 'DIFFERENT'}")
-    print(f"saved {save_bench_serve(table, paths)}")
+    print(f"saved {save_table(table, 'serve', paths, digits=2)}")
     if args.profile:
         tables = profile_server(args.model, 32, args.seconds, paths, settings=settings, titles=titles)
         print(tables[0].to_markdown(index=False, floatfmt=".1f")); print(tables[1].to_markdown(index=False, floatfmt=".1f"))

@@ -7,13 +7,9 @@ Docs: https://fakenews-dev.github.io/fakenews/compress.html.md"""
 # %% ../nbs/05_compress.ipynb #2ac722d4
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
-from .core import Config, Paths, get_logger, override
+from .core import Config, Paths, get_logger, override, quiet_libraries
 from .evaluate import scores
 from .predict import (INT8_FILE, ONNX_FILE, OnnxModel, Predictor, fit_calibration, mean_pool, quantize_linear, save_int8,
                               version_max_length)
@@ -82,33 +78,25 @@ class _LogitsAndEmbedding(torch.nn.Module):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return out.logits, mean_pool(out.hidden_states[-1], attention_mask)
 
-@contextlib.contextmanager
-def _quiet_export():
-    "The exporters print progress and warn about optional operators (torchvision); keep logs for what matters."
-    level = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # torch-internal
-            warnings.filterwarnings("ignore", "# The axis name: .* will not be used")  # both dynamic axes are named, on purpose
-            yield
-    finally: logging.disable(level)
+_EXPORT_NOISE = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # torch-internal
+                 "# The axis name: .* will not be used")  # both dynamic axes are named, on purpose
 
 def export_onnx(model: torch.nn.Module, tokenizer, path: Path) -> OnnxExport:
     "Export `model` to the ONNX file `path` (inputs input_ids and attention_mask of any batch size and length)."
     example = tokenizer(["a short title", "and a somewhat longer title to trace"], padding=True, return_tensors="pt")
     batch, length = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=1, max=4096)
-    with _quiet_export():
+    with quiet_libraries(stdout=True, logs=True, ignore=_EXPORT_NOISE):  # the exporters print progress and log from many modules
         torch.onnx.export(_LogitsAndEmbedding(model).eval(), (example["input_ids"], example["attention_mask"]), str(path),
                           dynamo=True, external_data=False, input_names=["input_ids", "attention_mask"],
                           output_names=["logits", "sentence_embedding"], optimize=True,
                           dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}})
     return OnnxExport(path, model.config)
 
+# %% ../nbs/05_compress.ipynb #b65c3535
 def quantize_onnx(source: OnnxExport, path: Path) -> OnnxExport:
     "ONNX Runtime's dynamic int8 quantisation of `source`'s graph, written to `path`."
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    with _quiet_export(): quantize_dynamic(source.path, path, weight_type=QuantType.QInt8, per_channel=True)
+    with quiet_libraries(stdout=True, logs=True): quantize_dynamic(source.path, path, weight_type=QuantType.QInt8, per_channel=True)
     return OnnxExport(path, source.config)
 
 # %% ../nbs/05_compress.ipynb #ae40e17e

@@ -7,9 +7,11 @@ Docs: https://fakenews-dev.github.io/fakenews/core.html.md"""
 # %% ../nbs/00_core.ipynb #b8c592c3
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import shutil
 import tempfile
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['LABELS', 'ModelError', 'find_project', 'project_root', 'Paths', 'DataConfig', 'ModelConfig', 'TrainConfig',
            'DistillConfig', 'ServeConfig', 'MonitorConfig', 'Config', 'config_from_dict', 'config_to_dict', 'override',
-           'save_config', 'file_sha256', 'seed_everything', 'get_logger']
+           'save_config', 'file_sha256', 'seed_everything', 'get_logger', 'quiet_libraries']
 
 # %% ../nbs/00_core.ipynb #f486b266
 LABELS: dict[int, str] = {0: "real", 1: "fake"}  # label id -> name, as stored in every split and model config
@@ -352,3 +355,28 @@ def get_logger(name: str = "fakenews") -> logging.Logger:
         root.setLevel(os.environ.get("FAKENEWS_LOG_LEVEL", "INFO").upper())
         root.propagate = False
     return root if name == "fakenews" else root.getChild(name.removeprefix("fakenews."))
+
+# %% ../nbs/00_core.ipynb #1c64d5e5
+_CHATTY = ("transformers", "lightning.pytorch", "lightning.fabric")  # the library loggers `quiet_libraries` turns down
+
+@contextlib.contextmanager
+def quiet_libraries(level: int = logging.ERROR, # the least level the chatty libraries' loggers keep
+                    stdout: bool = False, # also drop what is printed inside the block
+                    logs: bool = False, # also drop every log record below ERROR, from any logger
+                    ignore: typing.Iterable[str] = (), # regexes of warning messages to drop
+                   ):
+    "A block without library chatter: Hugging Face progress bars off, its and Lightning's loggers at `level`; all restored after."
+    from transformers.utils import logging as hf_logging
+    levels, bars, disabled = {n: logging.getLogger(n).level for n in _CHATTY}, hf_logging.is_progress_bar_enabled(), logging.root.manager.disable
+    for n in _CHATTY: logging.getLogger(n).setLevel(level)
+    hf_logging.disable_progress_bar()
+    if logs: logging.disable(logging.WARNING)
+    try:
+        with contextlib.ExitStack() as stack, warnings.catch_warnings():
+            if stdout: stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            for pattern in ignore: warnings.filterwarnings("ignore", pattern)
+            yield
+    finally:
+        logging.disable(disabled)
+        for n, lv in levels.items(): logging.getLogger(n).setLevel(lv)
+        if bars: hf_logging.enable_progress_bar()

@@ -7,7 +7,6 @@ Docs: https://fakenews-dev.github.io/fakenews/model.html.md"""
 # %% ../nbs/02_model.ipynb #ad7aefc1
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, Mul
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BertConfig, DataCollatorWithPadding,
                           PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup)
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.utils import logging as hf_logging
 
-from .core import LABELS, ModelConfig, ModelError
+from .core import LABELS, ModelConfig, ModelError, quiet_libraries
 from .prepare import clean_title
 
 # %% auto #0
@@ -55,16 +53,6 @@ def resolve_backbone(name: str) -> str:
     return name  # a Hugging Face id: needs the network unless it is in the local cache
 
 # %% ../nbs/02_model.ipynb #e155526e
-@contextlib.contextmanager
-def _quiet_transformers():
-    "Silence the load report (it lists the new head's untrained weights: expected here) and the loading progress bar."
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars: hf_logging.enable_progress_bar()
-
 def _cannot_load(name: str, e: Exception) -> ModelError:
     return ModelError(f"cannot load backbone {name!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
                       "Offline, use `minilm`, `tiny` or a local folder; hub ids need the network.")
@@ -86,7 +74,7 @@ def build_classifier(cfg: ModelConfig | None = None) -> PreTrainedModel:
     "A sequence classifier on `cfg.backbone` (its head new, unless the backbone is a trained classifier), in training mode."
     cfg = cfg or ModelConfig()
     extra = {} if cfg.dropout is None else {"classifier_dropout": cfg.dropout}
-    with _quiet_transformers():
+    with quiet_libraries():  # the load report lists the new head's untrained weights: expected here
         if cfg.backbone == "tiny":
             config = BertConfig(vocab_size=load_tokenizer("tiny").vocab_size, **TINY, **label_maps(), **extra)
             model = AutoModelForSequenceClassification.from_config(config)

@@ -8,8 +8,6 @@ Docs: https://fakenews-dev.github.io/fakenews/monitor.html.md"""
 from __future__ import annotations
 
 import hashlib
-import html
-import hmac
 import json
 import os
 import re

@@ -8,6 +8,7 @@ Docs: https://fakenews-dev.github.io/fakenews/predict.html.md"""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +21,9 @@ from safetensors.torch import load_file, save_file
 from fastcore.basics import patch
 from scipy.optimize import minimize_scalar
 
-from .core import LABELS, ModelError, Paths
+from .core import LABELS, ModelError, Paths, quiet_libraries
 from .prepare import clean_title
-from .registry import CALIBRATION_FILE, ModelVersion, load_model, quiet_hub, resolve, verify_files
+from .registry import CALIBRATION_FILE, ModelVersion, load_model, resolve, verify_files
 
 # %% auto #0
 __all__ = ['ONNX_FILE', 'INT8_FILE', 'FORMATS', 'title_problem', 'check_request', 'softmax', 'calibration_error',
@@ -176,7 +177,7 @@ def load_variant(version: ModelVersion, threads: int | None = None):
     if graph != ONNX_FILE and graph not in version.meta.get("files", {}):  # only a file the verified record names
         raise ModelError(f"{version.ref}: its model file {graph!r} is not one of its recorded files")
     try:
-        with quiet_hub():
+        with quiet_libraries(logging.WARNING):
             tokenizer = AutoTokenizer.from_pretrained(version.path)
             model = OnnxModel(version.path / graph, threads) if fmt == "onnx" else load_int8(version.path)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:

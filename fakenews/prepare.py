@@ -220,7 +220,7 @@ def shortcut_audit(frame: pd.DataFrame, # prepared rows with `title` (cleaned), 
         majority = _cue_f1(pd.Series("x", index=train.index), train.label, pd.Series("x", index=test.index), test.label)
         for cue, fn in SHORTCUT_CUES.items():
             marked = _MARKED.get(cue)
-            is_marked = (lambda v: v.isin(marked)) if marked else (lambda v: v != "none")
+            is_marked = (lambda v, marked=marked: v.isin(marked)) if marked else (lambda v: v != "none")
             row = {"corpus": corpus, "cue": cue}
             for when, column in (("before", "raw_title"), ("after", "title")):
                 values = part[column].map(fn)

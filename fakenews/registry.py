@@ -8,12 +8,12 @@ Docs: https://fakenews-dev.github.io/fakenews/registry.html.md"""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +22,13 @@ import pandas as pd
 from filelock import FileLock
 from safetensors import SafetensorError
 
-from .core import ModelError, Paths, file_sha256, get_logger
+from .core import ModelError, Paths, file_sha256, get_logger, quiet_libraries
 
 # %% auto #0
 __all__ = ['DEFAULT_NAME', 'META_FILE', 'CALIBRATION_FILE', 'GATED_ALIASES', 'PROMOTIONS_FILE', 'HUB_PREFIX', 'HUB_VARIANTS',
-           'ModelVersion', 'git_commit', 'check_name', 'read_aliases', 'versions', 'file_hashes', 'quiet_hub',
-           'GateError', 'gate_failures', 'promotions', 'register', 'check_alias', 'check_hub_name', 'hub_version',
-           'resolve', 'promote', 'verify_files', 'load_model', 'versions_table']
+           'ModelVersion', 'git_commit', 'check_name', 'read_aliases', 'versions', 'file_hashes', 'GateError',
+           'gate_failures', 'promotions', 'register', 'check_alias', 'check_hub_name', 'hub_version', 'resolve',
+           'promote', 'verify_files', 'load_model', 'versions_table']
 
 # %% ../nbs/02a_registry.ipynb #ee717406
 DEFAULT_NAME = "fakenews"
@@ -100,16 +100,6 @@ def file_hashes(folder: os.PathLike) -> dict[str, str]:
     files = (p for p in sorted(folder.rglob("*")) if p.is_file())
     return {rel: file_sha256(p) for p in files if _recorded(rel := p.relative_to(folder).as_posix())}
 
-# %% ../nbs/02a_registry.ipynb #27224a91
-@contextmanager
-def quiet_hub():
-    "Silence the Hugging Face progress bars while saving or loading: a bar per model is noise in logs."
-    from transformers.utils import logging as hf_logging
-    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        if bars: hf_logging.enable_progress_bar()
-
 # %% ../nbs/02a_registry.ipynb #3f2122a6
 GATED_ALIASES = ("production", "serving")  # aliases only a version that passed its behavioural suite may take
 PROMOTIONS_FILE = "promotions.jsonl"  # registry/<name>/promotions.jsonl: one line per promotion to a gated alias
@@ -153,7 +143,7 @@ def register(model, tokenizer, meta: dict, name: str = DEFAULT_NAME, paths: Path
     root = paths.registry / name; root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
     try:
-        with quiet_hub(): model.save_pretrained(staging); tokenizer.save_pretrained(staging)
+        with quiet_libraries(logging.WARNING): model.save_pretrained(staging); tokenizer.save_pretrained(staging)
         if calibration is not None: (staging / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
         meta = {**meta, "name": name, "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "files": file_hashes(staging)}
@@ -219,7 +209,7 @@ def hub_version(ref: str) -> ModelVersion:
     if variant is not None and variant not in HUB_VARIANTS:
         raise ValueError(f"{ref!r}: unknown variant {variant!r}; a pushed model has {', '.join(HUB_VARIANTS)}")
     try:  # HF_HUB_CACHE read now, not at import: a process may point it elsewhere after huggingface_hub loaded
-        with quiet_hub(): folder = Path(snapshot_download(repo, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE")))
+        with quiet_libraries(logging.WARNING): folder = Path(snapshot_download(repo, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE")))
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot fetch {repo} from the Hugging Face Hub or its local cache: {str(e).splitlines()[0]}") from e
     if not (folder / META_FILE).is_file():
@@ -303,7 +293,7 @@ def load_model(ref: str | ModelVersion = "production", paths: Paths | None = Non
     if fmt != "transformers": raise ModelError(f"{version.ref} is a {fmt} variant: load it with `Predictor.load`")
     verify_files(version)
     try:
-        with quiet_hub():
+        with quiet_libraries(logging.WARNING):
             model = AutoModelForSequenceClassification.from_pretrained(version.path, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(version.path)
     except (OSError, ValueError) as e:

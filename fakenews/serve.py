@@ -42,9 +42,9 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import __version__
 from .core import LABELS, Config, ModelError, ServeConfig, config_from_dict, config_to_dict, get_logger, override
-from .predict import Predictor
+from .predict import Predictor, title_problem
 from .predlog import LogFull, PredictionLog, dead_letter_path, default_url
-from .prepare import clean_title, load_splits
+from .prepare import load_splits
 from .registry import resolve
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
@@ -83,6 +83,7 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message); self.status = status
 
+# %% ../nbs/06_serve.ipynb #9c58f5eb
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # C0 controls but tab, LF, CR; DEL; lone surrogates
 
 def check_titles(titles, limits: ServeConfig, # the server's limits
@@ -96,12 +97,11 @@ def check_titles(titles, limits: ServeConfig, # the server's limits
     if not titles: raise RequestError("no titles: send at least one")
     if len(titles) > most: raise RequestError(f"{len(titles):,} titles in one request; at most {most:,}: split it", 413)
     for i, t in enumerate(titles):
-        if not isinstance(t, str): raise RequestError(f"{name(i)} is {type(t).__name__}, not text")
-        if len(t) > limits.max_title_chars:
+        if isinstance(t, str) and len(t) > limits.max_title_chars:  # measured before cleaning, which a huge title would make slow
             raise RequestError(f"{name(i)} has {len(t):,} characters; at most {limits.max_title_chars:,}", 413)
-        if m := _CONTROL.search(t):
+        if isinstance(t, str) and (m := _CONTROL.search(t)):
             raise RequestError(f"{name(i)} contains the control character U+{ord(m[0]):04X} (character {m.start() + 1}): remove it")
-        if not clean_title(t): raise RequestError(f"{name(i)} is empty")
+        if problem := title_problem(t): raise RequestError(f"{name(i)} {problem}")  # what every scorer refuses: not text, or empty
     return list(titles)
 
 # %% ../nbs/06_serve.ipynb #8b1b1638

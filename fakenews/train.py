@@ -7,7 +7,9 @@ Docs: https://fakenews-dev.github.io/fakenews/train.html.md"""
 # %% ../nbs/03_train.ipynb #f844f9ec
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -28,7 +30,7 @@ from sklearn.metrics import confusion_matrix
 
 import fakenews
 from .acquire import fetch_corpus
-from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, save_config, seed_everything
+from .core import LABELS, Config, DataConfig, Paths, config_to_dict, get_logger, override, quiet_libraries, save_config, seed_everything
 from .model import TitleClassifier, TitleDataModule, _metrics, build_classifier, load_tokenizer
 from .predict import Predictor, fit_calibration
 from .prepare import CLEANING_VERSION, clean_title, load_splits, prepare_data
@@ -174,7 +176,10 @@ def _trainer(cfg: Config, run_dir: Path, n_train: int, clock: TrainClock, progre
 # %% ../nbs/03_train.ipynb #a107cd33
 def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     "Fine-tune, test the best checkpoint and register it, as `cfg` says; resume a run that has a `last.ckpt`."
-    cfg = cfg or Config()
+    quiet = not (progress and sys.stderr.isatty())  # a terminal shows Lightning's notes; a log needs only progress
+    with quiet_libraries(logging.WARNING) if quiet else contextlib.nullcontext(): return _train(cfg or Config(), progress)
+
+def _train(cfg: Config, progress: bool) -> TrainResult:
     tc = cfg.train
     for alias in tc.aliases: check_alias(alias)  # before an hour of training, not after
     tokenizer = load_tokenizer(cfg.model.backbone)  # a missing backbone fails before the data are prepared
@@ -182,7 +187,6 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     cfg = override(cfg, {"train.run_name": tc.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")})
     run_dir = cfg.paths.runs / cfg.train.run_name; run_dir.mkdir(parents=True, exist_ok=True)
     if tc.threads: torch.set_num_threads(tc.threads)
-    if not (progress and sys.stderr.isatty()): _quiet_libraries()  # a terminal shows Lightning's notes; a log needs only progress
     seed_everything(tc.seed)
     splits, manifest = ensure_data(cfg)
     save_config(cfg, run_dir / "config.json")
@@ -247,13 +251,6 @@ def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
     trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
     if refused is not None: raise refused  # after the run's records are written: the version is there, its alias is not
     return TrainResult(run_dir, metrics, best, version)
-
-def _quiet_libraries() -> None:
-    "Without progress output, Lightning's and transformers' chatter (hardware, tips, progress bars) is noise too."
-    import logging
-    from transformers.utils import logging as hf_logging
-    for name in ("lightning.pytorch", "lightning.fabric"): logging.getLogger(name).setLevel(logging.WARNING)
-    hf_logging.disable_progress_bar()
 
 def _keep_history(run_dir: Path) -> None:
     "Lightning's CSV logger starts `metrics.csv` afresh: keep the interrupted part's rows as `metrics.partN.csv`."

@@ -48,7 +48,9 @@ class Server:
 
     def stop(self) -> str:
         "Ctrl-C, as an operator stops it: the prediction log is drained first. Its output."
-        if self.proc.poll() is None:
+        if (code := self.proc.poll()) is not None:  # it died under a test: say why in that test's report
+            print(f"the server at {self.url} had exited with {code}:\n{self.output()[-3000:]}")
+        else:
             self.proc.send_signal(signal.SIGINT)
             try: self.proc.wait(90)
             except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(30)

@@ -1,5 +1,6 @@
 """The Space bundle run as Hugging Face runs it: a fresh venv from its requirements.txt alone, `python app.py` in its folder.
 Minutes (the installs), so kept out of the default suite: `make test-space` (`pytest -m space tests/test_space.py`)."""
+import logging
 import os
 import socket
 import subprocess
@@ -29,11 +30,12 @@ def onnx_home(tmp_path_factory):
     from fakenews.compress import export_onnx, quantize_onnx
     from fakenews.core import ModelConfig, Paths
     from fakenews.model import build_classifier, load_tokenizer
-    from fakenews.registry import quiet_hub, register
+    from fakenews.core import quiet_libraries
+    from fakenews.registry import register
     paths = Paths.from_env(tmp_path_factory.mktemp("space") / "home")
     model, tokenizer = build_classifier(ModelConfig(backbone="tiny")).eval(), load_tokenizer("tiny")
     tmp = tmp_path_factory.mktemp("onnx")
-    with quiet_hub(), warnings.catch_warnings():
+    with quiet_libraries(logging.WARNING), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         teacher = register(model, tokenizer, {}, paths=paths)
         exported = quantize_onnx(export_onnx(model, tokenizer, tmp / "model.onnx"), tmp / "int8.onnx")
