@@ -42,6 +42,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import __version__
 from .core import LABELS, Config, ModelError, ServeConfig, config_from_dict, config_to_dict, get_logger, override
+from .explain import explained_words, occlusion
 from .predict import Predictor, title_problem
 from .predlog import LogFull, PredictionLog, dead_letter_path, default_url
 from .prepare import load_splits
@@ -55,9 +56,9 @@ from gradio.utils import get_upload_folder
 # %% auto #0
 __all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor',
            'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service',
-           'check_filename', 'read_titles_csv', 'explained_words', 'occlusion', 'PredictRequest', 'Prediction',
-           'PredictResponse', 'body_limit', 'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file',
-           'about_text', 'build_ui', 'build_app', 'run_in_thread', 'app_from_env', 'serve']
+           'check_filename', 'read_titles_csv', 'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit',
+           'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file', 'about_text', 'build_ui', 'build_app',
+           'run_in_thread', 'app_from_env', 'serve']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -382,23 +383,6 @@ def predict_frame(self: Service, frame: pd.DataFrame, source: str = "csv") -> pd
     return pd.concat([pd.DataFrame(records, columns=PREDICTION_COLUMNS), rest.reset_index(drop=True)], axis=1)
 
 # %% ../nbs/06_serve.ipynb #85dd02d9
-def explained_words(words: list[str], tokenizer, max_length: int, most: int) -> int:
-    "How many leading `words` to explain: those whose tokens fit the model's `max_length`-token window, at most `most`."
-    if not words: return 0
-    try: ids = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length).word_ids()
-    except ValueError: return min(most, len(words), max_length - 2)  # a slow tokenizer has no word ids: a word is at least one token
-    return min(most, max((w for w in ids if w is not None), default=-1) + 1)
-
-def occlusion(title: str, predict_proba, # P(fake) of a list of titles
-              n: int | None = None, # explain the first `n` words (None: all); the others get None
-             ) -> list[tuple[str, float | None]]:
-    "Each word of `title` with P(fake) of the title minus P(fake) without that word, scored in one batch."
-    words = title.split()
-    if len(words) < 2: return [(w, float(predict_proba([title])[0]) - 0.5) for w in words]
-    n = len(words) if n is None else min(n, len(words))
-    probs = predict_proba([title] + [" ".join(words[:i] + words[i + 1:]) for i in range(n)])
-    return [(w, float(probs[0] - probs[i + 1]) if i < n else None) for i, w in enumerate(words)]
-
 @patch
 def explain(self: Service, title: str) -> list[tuple[str, float | None]]:
     "Occlusion attributions of `title`'s words inside the model's window (not logged: they are not predictions)."
