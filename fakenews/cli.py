@@ -189,7 +189,7 @@ def cmd_serve(args) -> int:
     "Serve the REST API, the web app and the metrics until interrupted."
     sets = {f"serve.{k}": v for k in ("model", "host", "port", "workers") if (v := getattr(args, k)) is not None}
     cfg = override(_config(args), sets)
-    from fakenews.serve import serve
+    from fakenews.app import serve
     serve(cfg)
     return 0
 

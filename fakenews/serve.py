@@ -1,4 +1,4 @@
-"""The registered model behind a REST API and a Gradio app on one server: validated requests, calibrated answers, an uncertain band, explanations, Prometheus metrics and a prediction log.
+"""The registered model behind a REST API: validated requests, calibrated answers, an uncertain band, micro-batching, Prometheus metrics and a prediction log.
 
 Docs: https://fakenews-dev.github.io/fakenews/serve.html.md"""
 
@@ -8,19 +8,13 @@ Docs: https://fakenews-dev.github.io/fakenews/serve.html.md"""
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import importlib
-import importlib.util
 import io
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter as Tally
 from collections import OrderedDict, defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,24 +35,19 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import __version__
-from .core import LABELS, Config, ModelError, ServeConfig, config_from_dict, config_to_dict, get_logger, override
+from .core import LABELS, Config, ModelError, ServeConfig, get_logger
 from .explain import explained_words, occlusion
 from .predict import Predictor, title_problem
 from .predlog import LogFull, PredictionLog, dead_letter_path, default_url
-from .prepare import load_splits
 from .registry import resolve
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
-import gradio as gr
 import uvicorn
-from gradio.utils import get_upload_folder
 
 # %% auto #0
-__all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'BUILTIN_EXAMPLES', 'model_ref', 'load_predictor',
-           'RequestError', 'check_titles', 'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service',
-           'check_filename', 'read_titles_csv', 'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit',
-           'MetricsMiddleware', 'build_api', 'example_titles', 'uploaded_file', 'about_text', 'build_ui', 'build_app',
-           'run_in_thread', 'app_from_env', 'serve']
+__all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'model_ref', 'load_predictor', 'RequestError', 'check_titles',
+           'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service', 'check_filename',
+           'read_titles_csv', 'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit', 'MetricsMiddleware',
+           'build_api', 'run_in_thread']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -105,7 +94,7 @@ def check_titles(titles, limits: ServeConfig, # the server's limits
         if problem := title_problem(t): raise RequestError(f"{name(i)} {problem}")  # what every scorer refuses: not text, or empty
     return list(titles)
 
-# %% ../nbs/06_serve.ipynb #8b1b1638
+# %% ../nbs/06_serve.ipynb #94a8ae8c
 REST_ROUTES = ("/predict", "/predict/csv", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode: set before it is imported
 
@@ -113,6 +102,7 @@ def multiprocess_dir() -> str | None:
     "The folder where worker processes share their metrics, or None in a single process."
     return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
 
+# %% ../nbs/06_serve.ipynb #3efb6c7c
 class ServeMetrics:
     "The server's Prometheus metrics, in a registry of their own; summed over the workers in multiprocess mode."
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -140,22 +130,27 @@ class ServeMetrics:
 
     def route(self, path: str) -> str: return path if path in REST_ROUTES else "ui"
 
-    def watch(self, log: PredictionLog, every: float = 1.0) -> None:
-        "Copy `log`'s pending, dead-lettered and lost counts to the gauges now, at each scrape, and every `every` seconds while it runs."
-        def sample():
-            self.log_pending.set(log.pending); self.log_dead_lettered.set(log.dead_lettered); self.log_lost.set(log.lost)
-        def loop():
-            while log.alive: sample(); time.sleep(every)
-            sample()
-        self._sample = sample; sample()
-        threading.Thread(target=loop, name="log-gauges", daemon=True).start()
+# %% ../nbs/06_serve.ipynb #8f9a85b3
+@patch
+def watch(self: ServeMetrics, log: PredictionLog, every: float = 1.0) -> None:
+    "Copy `log`'s pending, dead-lettered and lost counts to the gauges now, at each scrape, and every `every` seconds while it runs."
+    def sample():
+        self.log_pending.set(log.pending); self.log_dead_lettered.set(log.dead_lettered); self.log_lost.set(log.lost)
+    def loop():
+        while log.alive: sample(); time.sleep(every)
+        sample()
+    self._sample = sample; sample()
+    threading.Thread(target=loop, name="log-gauges", daemon=True).start()
 
-    def exposition(self) -> bytes:
-        "The metrics in Prometheus' text format: this process's, or every worker's in multiprocess mode."
-        if self._sample: self._sample()
-        if self.folder: mark_exited_dead(self.folder)
-        return generate_latest(self.registry)
+# %% ../nbs/06_serve.ipynb #692f86fc
+@patch
+def exposition(self: ServeMetrics) -> bytes:
+    "The metrics in Prometheus' text format: this process's, or every worker's in multiprocess mode."
+    if self._sample: self._sample()
+    if self.folder: mark_exited_dead(self.folder)
+    return generate_latest(self.registry)
 
+# %% ../nbs/06_serve.ipynb #4574142d
 def mark_exited_dead(folder: str) -> list[int]:
     "`mark_process_dead` for every process that left live gauges in `folder` and has exited (killed ones too); their pids."
     pids = {int(m[1]) for f in Path(folder).glob("gauge_live*_*.db") if (m := re.search(r"_(\d+)\.db$", f.name))}
@@ -513,159 +508,7 @@ def build_api(service: Service) -> FastAPI:
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
     return app
 
-# %% ../nbs/06_serve.ipynb #c7251c3a
-BUILTIN_EXAMPLES = ["Senate passes the budget after a long night of negotiations",
-                    "SHOCKING: Hillary's secret plan EXPOSED by FBI insider",
-                    "Pope Francis shocks world, endorses Donald Trump for president",
-                    "Federal Reserve leaves interest rates unchanged"]
-
-def example_titles(cfg: Config, n: int = 6) -> list[str]:
-    "`n` test-split titles, half fake and half real, when prepared data exist; else a few built-in ones."
-    try: test = load_splits(cfg.paths)["test"]
-    except Exception: return BUILTIN_EXAMPLES  # no prepared data here (a Space, a container): the built-ins do
-    picks = [g.sample(min(len(g), n // 2), random_state=0) for _, g in test.groupby("label")]
-    return pd.concat(picks).title.tolist() or BUILTIN_EXAMPLES
-
-# %% ../nbs/06_serve.ipynb #0bcd58a1
-def uploaded_file(path: str | os.PathLike) -> Path:
-    "`path` resolved, when it names a file Gradio received as an upload (in its upload folder); else a RequestError."
-    root, file = Path(get_upload_folder()).resolve(), Path(path).resolve()
-    if not file.is_relative_to(root) or not file.is_file():
-        raise RequestError("upload the CSV file through the app: the server reads no other file")
-    return file
-
-@patch
-def ui_predict(self: Service, title: str):
-    "Gradio: (label confidences, verdict, highlighted words, key of the logged prediction) for one headline."
-    try:
-        [title] = check_titles(title or "", self.limits)
-        [row], ids = self.score([title], "ui")
-        words = self.explain(title)
-    except RequestError as e: raise gr.Error(str(e)) from None
-    p = row["prob_fake"]
-    verdict = (f"**uncertain** ({row['label']} at {row['confidence']:.0%}, inside the uncertain band)" if row["uncertain"]
-               else f"**{row['label']}** ({row['confidence']:.0%} confident)")
-    scale = max([abs(s) for _, s in words if s is not None] + [1e-9])
-    highlights = [x for w, s in words for x in ((w, None if s is None else round(s / scale, 3)), (" ", None))][:-1]
-    key = uuid.uuid4().hex
-    with self._lock:  # Gradio calls handlers from several threads
-        self._recent[key] = ids
-        while len(self._recent) > 10_000: self._recent.popitem(last=False)
-    return {LABELS[1]: p, LABELS[0]: 1 - p}, verdict, highlights, key
-
-@patch
-def ui_flag(self: Service, key: str | None) -> str:
-    "Gradio: flag the session's last prediction as wrongly labelled."
-    with self._lock: ids = self._recent.pop(key, None) if isinstance(key, str) else None
-    if ids is None: return "Nothing to flag yet: check a headline first."
-    try: [row_id] = ids.result(timeout=30)
-    except Exception as e:  # dead-lettered, or still not stored
-        _log.warning(f"could not flag a prediction: {e}"); return "This prediction could not be stored, so it cannot be flagged."
-    self.log.flag(row_id)
-    return f"Flagged prediction {row_id} as wrongly labelled. Thank you."
-
-@patch
-def ui_batch(self: Service, path: str | None):
-    "Gradio: (table, CSV file path) for an uploaded CSV file."
-    if not path: raise gr.Error("upload a CSV file with a `title` column")
-    try:
-        file = uploaded_file(path)
-        if file.stat().st_size > self.limits.max_upload_bytes: raise RequestError(f"the file has more than {self.limits.max_upload_bytes:,} bytes")
-        frame = self.predict_frame(read_titles_csv(file.read_bytes(), self.limits, file.name), "csv")
-    except RequestError as e: raise gr.Error(str(e)) from None
-    out = Path(get_upload_folder()) / "fakenews-batch" / f"predictions-{uuid.uuid4().hex[:12]}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    return frame, str(out)
-
-# %% ../nbs/06_serve.ipynb #b0d308db
-def about_text(service: Service) -> str:
-    "Markdown for the app's About tab: the version served, its test scores per corpus, its behavioural record, its limits."
-    from fakenews.behavioural import suite_summary
-    try: version = service.predictor.version if service.predictor is not None else resolve(model_ref(service.cfg), service.cfg.paths)
-    except ModelError as e: return f"No model to describe yet: {e}"
-    if version is None: return "A model given in code, not a registered version: nothing recorded to show."
-    metrics = version.meta.get("metrics", {})
-    scores = [f"{k.split('/')[1]} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("test/") and k.endswith("/f1") and k.count("/") == 2]
-    return "\n\n".join([
-        f"**Model**: `{version.ref}` ({version.meta.get('format', 'transformers')}" +
-        (f", {version.meta['variant']['method']} of `{version.meta['variant']['source']}`" if version.meta.get("variant") else "") + ").",
-        "**Test macro-F1** by corpus: " + (", ".join(scores) if scores else "not recorded") + ".",
-        suite_summary(version),
-        "It reads wording, not facts: it has never seen the story behind a headline, and headlines unlike its training "
-        "corpora (ISOT, FakeNewsNet) get less reliable answers. Typography (curly or straight quotes, dashes, spaces) and "
-        "publisher furniture (`- Site`, `(VIDEO)`, `BREAKING:`) are normalised away before it reads a title."])
-
-# %% ../nbs/06_serve.ipynb #a147a772
-def _monitor_hook(name: str):
-    "`fakenews.monitor_app.<name>` when that module exists and defines it, else None."
-    if importlib.util.find_spec("fakenews.monitor_app") is None: return None
-    try: return getattr(importlib.import_module("fakenews.monitor_app"), name, None)
-    except Exception as e:  # a broken monitoring install must not take serving down
-        _log.warning(f"fakenews.monitor_app does not import ({type(e).__name__}: {e}): serving without its {name}"); return None
-
-def _delete_cache(limits: ServeConfig) -> tuple[int, int]:
-    "Gradio's `delete_cache`: (every how many seconds, files older than how many seconds) from the retention."
-    age = max(1, round(limits.temp_retention_minutes * 60))
-    return min(age, 600), age
-
-def build_ui(service: Service) -> gr.Blocks:
-    "The Gradio app over `service`, its queue bounded."
-    with gr.Blocks(title="fakenews", delete_cache=_delete_cache(service.limits)) as ui:
-        gr.Markdown("# Is this headline fake?\nA fine-tuned classifier of news headlines. It judges wording, not facts: "
-                    "treat its answer as a hint, and an *uncertain* one as no answer.")
-        key = gr.State(None)
-        with gr.Tab("Headline"):
-            with gr.Row():
-                with gr.Column():
-                    title = gr.Textbox(label="Headline", placeholder="Paste a news headline", lines=2, elem_id="headline")
-                    check = gr.Button("Check", variant="primary", elem_id="check")
-                    gr.Examples(examples=[[t] for t in example_titles(service.cfg)], inputs=[title], label="Examples from the test split",
-                                api_visibility="private")
-                with gr.Column():
-                    label = gr.Label(label="Prediction", num_top_classes=2, elem_id="label")
-                    verdict = gr.Markdown(elem_id="verdict")
-                    why = gr.HighlightedText(label="Why: words by how much they push towards fake (red) or real (blue)",
-                                             elem_id="why", show_legend=False, show_inline_category=False)
-                    flag = gr.Button("Wrong label? Flag it", size="sm", elem_id="flag")
-                    flagged = gr.Markdown()
-            outputs = [label, verdict, why, key]
-            check.click(service.ui_predict, [title], outputs, api_name="classify")
-            title.submit(service.ui_predict, [title], outputs, api_visibility="private")
-            flag.click(service.ui_flag, [key], [flagged], api_visibility="private")
-        with gr.Tab("Batch (CSV)"):
-            upload = gr.File(label="CSV file with a `title` column", file_types=[".csv"], type="filepath")
-            run = gr.Button("Score the file", variant="primary")
-            table = gr.Dataframe(label="Predictions", wrap=True)
-            download = gr.File(label="Predictions as CSV")
-            run.click(service.ui_batch, [upload], [table, download], api_name="batch")
-        with gr.Tab("About"):
-            gr.Markdown(about_text(service), elem_id="about")
-        if tab := _monitor_hook("monitoring_tab"):
-            with gr.Tab("Monitoring"):
-                try: tab(service.cfg, service.db_url)
-                except Exception as e:
-                    _log.warning(f"the monitoring tab failed: {type(e).__name__}: {e}")
-                    gr.Markdown("The monitoring tab could not be built: the server log says why.")
-    return ui.queue(max_size=service.limits.queue_size)
-
-def build_app(cfg: Config | None = None, # the config; its `serve` section above all
-              predictor: Predictor | None = None, # a loaded predictor; None: load `model_ref(cfg)` in the background
-             ) -> FastAPI:
-    "The server's ASGI app: REST API, metrics and the Gradio app on one FastAPI app."
-    service = Service(cfg or Config(), predictor)
-    app = build_api(service)
-    if hook := _monitor_hook("register_metrics"):
-        try: hook(service.metrics.registry, service.cfg, service.db_url)
-        except Exception as e: _log.warning(f"monitoring metrics not registered: {type(e).__name__}: {e}")
-    ui = build_ui(service)
-    app = gr.mount_gradio_app(app, ui, path="/", max_file_size=service.limits.max_upload_bytes,
-                              footer_links=["api"], run_history=False, show_error=False, enable_monitoring=False,
-                              mcp_server=False, allowed_paths=[], blocked_paths=[str(service.cfg.paths.home)])
-    ui.has_launched = True  # Gradio checks that request files were uploaded only once launched: a mounted app never is
-    return app
-
-# %% ../nbs/06_serve.ipynb #f8f036db
+# %% ../nbs/06_serve.ipynb #bb81ea49
 @contextlib.contextmanager
 def run_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 60):
     "Serve `app` with uvicorn from a background thread; yield its base URL; stop it (lifespan included) on exit."
@@ -681,29 +524,3 @@ def run_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 
     finally:
         server.should_exit = True
         thread.join(timeout)
-
-_CONFIG_ENV = "FAKENEWS_SERVE_CONFIG"
-
-def app_from_env() -> FastAPI:
-    "The app of the config in `$FAKENEWS_SERVE_CONFIG` (JSON): each worker process of `serve` builds its own."
-    if folder := multiprocess_dir(): atexit.register(mark_process_dead, os.getpid(), folder)  # its live gauges go with it
-    cfg = config_from_dict(json.loads(os.environ[_CONFIG_ENV]))
-    return build_app(cfg, load_predictor(cfg))  # loaded before the worker accepts: it shares the socket with ready ones
-
-def serve(cfg: Config | None = None) -> None:
-    "Load the model and serve the API and app with uvicorn on `cfg.serve.host:port` until interrupted."
-    cfg = cfg or Config()
-    s = cfg.serve
-    ref = model_ref(cfg)  # ModelError here, before any server starts
-    version = resolve(ref, cfg.paths).ref  # every worker serves this version, whatever the alias points at later
-    cfg = override(cfg, {"serve.model": version})
-    print(f"serving {version} ({ref}) at http://{s.host}:{s.port}  (docs: /docs, metrics: /metrics)", flush=True)
-    if s.workers == 1:
-        uvicorn.run(build_app(cfg, load_predictor(cfg)), host=s.host, port=s.port, log_level="warning")
-    else:
-        _log.warning(f"{s.workers} workers share the port: the REST API scales, but the web app at / does not (Gradio keeps its "
-                     "queue and sessions in each process, and a browser's requests reach several): serve the app with one worker")
-        folder = tempfile.mkdtemp(prefix="fakenews-metrics-")  # fresh each run: no counts left from an earlier one
-        os.environ[_CONFIG_ENV], os.environ[MULTIPROC_ENV] = json.dumps(config_to_dict(cfg)), folder  # the workers inherit both
-        try: uvicorn.run("fakenews.serve:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning")
-        finally: shutil.rmtree(folder, ignore_errors=True); os.environ.pop(MULTIPROC_ENV, None)

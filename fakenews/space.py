@@ -244,5 +244,5 @@ def run_space(model: str | None = None) -> None:
     "What a Space's app.py runs: serve `model` (or $FAKENEWS_MODEL) as `fakenews serve` does, on the Space's host and port."
     settings = space_settings(model)
     if not str(settings.get("serve.model", "")).startswith("hf:"): os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch
-    from fakenews.serve import serve  # gradio and the model load here, not when the bundle is built
+    from fakenews.app import serve  # gradio and the model load here, not when the bundle is built
     serve(override(Config(), settings))

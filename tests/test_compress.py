@@ -76,17 +76,26 @@ def test_onnx_variant_loads_and_matches_its_source_on_any_batch_shape(family, ti
 
 
 def test_every_variant_is_registered_with_its_own_calibration(family):
-    "Each variant fits its temperature on the validation split at registration; its logits are nearly its source's, so is T."
+    "Each variant fits its temperature on the validation split at registration: its NLL there is no worse than at T=1."
     import json
+    import torch
     from fakenews.predict import Predictor
+    from fakenews.prepare import load_splits
     cfg, made = family
+    valid = load_splits(cfg.paths)["valid"]
+    labels = torch.tensor(valid.label.to_numpy())
     for v in made[2:]:
         assert "calibration.json" in v.meta["files"]
         calibration = json.loads((v.path / "calibration.json").read_text())
-        assert calibration["fitted_on"] == "valid" and calibration["ece_valid"] <= calibration["ece_valid_raw"] + 1e-9
+        assert calibration["fitted_on"] == "valid" and calibration["n"] == len(valid)
+        served = Predictor.load(v.ref, cfg.paths)
+        assert served.temperature == calibration["temperature"] > 0
+        # the fit minimises NLL, not ECE (which may rise by a hair); and the variant's own fit, not its source's copied
+        logits = torch.tensor(served.logits(valid.title.tolist()), dtype=torch.float64)
+        nll = lambda t: torch.nn.functional.cross_entropy(logits / t, labels).item()
+        assert nll(served.temperature) <= nll(1.0) + 1e-5, (v.ref, served.temperature)
         source = Predictor.load(v.meta["variant"]["source"], cfg.paths).temperature
-        assert Predictor.load(v.ref, cfg.paths).temperature == calibration["temperature"]
-        assert abs(calibration["temperature"] - source) < 0.05 * source, (v.ref, calibration["temperature"], source)
+        assert nll(served.temperature) <= nll(source) + 1e-5, (v.ref, served.temperature, source)
 
 
 def test_torch_int8_variant_is_plain_tensors_in_safetensors(family, titles):
@@ -116,9 +125,11 @@ def test_bench_infer_measures_the_family_against_the_pipeline(family):
     assert abs(table["F1 all"].iloc[0] - table["F1 all"].iloc[1]) < 0.02  # the pipeline and the Predictor run one model
     assert {"ΔF1 all (pts)", "ceiling share", "p95 ms", "size (MB)", "params (M)"} <= set(table.columns)
     # the choice: the fastest within the bar, never the pipeline
-    fake = table.assign(**{"titles/s": [1000.0, 10.0, 20.0], "ΔF1 all (pts)": [0.0, 0.0, -0.5], "p95 ms": [1.0, 1.0, 1.0]})
+    # every per-corpus delta is set: a tiny random model's own deltas on a small corpus may already pass the bar's -1
+    deltas = [c for c in table.columns if c.startswith("ΔF1 ")]
+    fake = table.assign(**{"titles/s": [1000.0, 10.0, 20.0], "p95 ms": [1.0, 1.0, 1.0]}, **{c: [0.0, 0.0, -0.5] for c in deltas})
     assert pick_serving(fake).model == made[-1].ref
-    assert pick_serving(fake.assign(**{"ΔF1 all (pts)": [0.0, 0.0, -1.5]})).model == made[0].ref
+    assert pick_serving(fake.assign(**{deltas[-1]: [0.0, 0.0, -1.5]})).model == made[0].ref  # one corpus past the bar is enough
     assert pick_serving(fake.assign(**{"p95 ms": [1.0, 30.0, 30.0]})) is None
 
 

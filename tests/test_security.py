@@ -50,7 +50,8 @@ def _start(cfg: Config):
     "A context manager serving `cfg` on a free port once its model is loaded: yields (url, app)."
     from contextlib import contextmanager
 
-    from fakenews.serve import build_app, run_in_thread
+    from fakenews.app import build_app
+    from fakenews.serve import run_in_thread
 
     @contextmanager
     def running():
@@ -414,7 +415,8 @@ def server_log():
 
 
 def test_errors_are_generic_for_clients_and_detailed_in_the_log(sec_home, tmp_path, server_log):
-    from fakenews.serve import build_app, run_in_thread
+    from fakenews.app import build_app
+    from fakenews.serve import run_in_thread
     cfg = Config(home=str(sec_home), serve=ServeConfig(model="fakenews:v9", threads=0, db_url=f"sqlite:///{tmp_path / 'log.db'}"))
     with run_in_thread(build_app(cfg)) as url:
         deadline = time.monotonic() + 30

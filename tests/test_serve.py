@@ -36,7 +36,8 @@ def tiny_home(tmp_path_factory, sample_corpora) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_home):
     "(base URL, app): the app over the tiny model on a free port, its model loaded in the background."
-    from fakenews.serve import build_app, run_in_thread
+    from fakenews.app import build_app
+    from fakenews.serve import run_in_thread
     app = build_app(Config(home=str(tiny_home), serve=LIMITS))  # `serving` does not exist: falls back to `production`
     with run_in_thread(app) as url:
         deadline = time.monotonic() + 60
