@@ -92,7 +92,7 @@ def test_every_variant_is_registered_with_its_own_calibration(family):
         assert served.temperature == calibration["temperature"] > 0
         # the fit minimises NLL, not ECE (which may rise by a hair); and the variant's own fit, not its source's copied
         logits = torch.tensor(served.logits(valid.title.tolist()), dtype=torch.float64)
-        nll = lambda t: torch.nn.functional.cross_entropy(logits / t, labels).item()
+        nll = lambda t, logits=logits: torch.nn.functional.cross_entropy(logits / t, labels).item()
         assert nll(served.temperature) <= nll(1.0) + 1e-5, (v.ref, served.temperature)
         source = Predictor.load(v.meta["variant"]["source"], cfg.paths).temperature
         assert nll(served.temperature) <= nll(source) + 1e-5, (v.ref, served.temperature, source)
