@@ -222,8 +222,11 @@ def logged_model(rows: pd.DataFrame) -> str:
     return ref
 
 # %% ../nbs/07_monitor.ipynb #0bbfab94
-def monitoring_dir(paths: Paths) -> Path: return paths.reports / "monitoring"
+def monitoring_dir(paths: Paths) -> Path:
+    "Where monitoring reports go: one folder per report, named by its creation time."
+    return paths.reports / "monitoring"
 
+# %% ../nbs/07_monitor.ipynb #12e5e2ab
 def latest_report(paths: Paths) -> dict | None:
     "The summary of the newest readable monitoring report under `paths`, or None."
     folder = monitoring_dir(paths)

@@ -63,6 +63,7 @@ def model_ref(cfg: Config) -> str:
         _log.info("no `serving` alias yet: serving `production`")
         return "production"
 
+# %% ../nbs/06_serve.ipynb #df023a5a
 def load_predictor(cfg: Config) -> Predictor:
     "The predictor of `model_ref(cfg)`, computing on `cfg.serve.threads` threads."
     return Predictor.load(model_ref(cfg), cfg.paths, threads=cfg.serve.threads or None)
@@ -235,7 +236,7 @@ def _drain(self: Batcher) -> None:
         try: self.executor.submit(self._drain); return
         except RuntimeError: pass  # the executor is shutting down: answer the rest here
 
-# %% ../nbs/06_serve.ipynb #5b115e78
+# %% ../nbs/06_serve.ipynb #f1decc92
 class Service:
     "One process's model, limits, prediction log and metrics; REST and Gradio both score through it."
     def __init__(self, cfg: Config, predictor: Predictor | None = None):
@@ -244,7 +245,8 @@ class Service:
         self.metrics = ServeMetrics()
         self.predictor, self.error, self.log = predictor, None, None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")  # every model call runs here
-        self.batcher = Batcher(self._score_batch, self._model_thread, cfg.serve.batch_max_titles, cfg.serve.batch_wait_ms)
+        self.batcher = Batcher(lambda requests: self._score_batch(requests), self._model_thread,  # `_score_batch` is patched on below
+                               cfg.serve.batch_max_titles, cfg.serve.batch_wait_ms)
         self._lock = threading.Lock()  # guards `_recent`
         self._recent: OrderedDict[str, Future] = OrderedDict()  # UI prediction key -> ids future, for the flag button
         if predictor is not None: self._loaded(predictor)
@@ -255,39 +257,49 @@ class Service:
         self.metrics.model.info({"ref": predictor.name, "name": v.name if v else "", "version": str(v.version if v else 0),
                                  "temperature": f"{predictor.temperature:.4f}"})
 
-    def start(self) -> None:
-        "Open the log; load the model in the background when none was given (`/ready` says when it is there)."
-        s = self.limits
-        self.log = PredictionLog(self.db_url, max_pending=s.log_queue_rows, attempts=s.log_attempts,
-                                 stuck_seconds=s.log_stuck_seconds, retention_days=s.log_retention_days,
-                                 dead_letter=dead_letter_path(self.db_url, self.cfg.paths))
-        self.metrics.watch(self.log)
-        if self.predictor is None: threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+# %% ../nbs/06_serve.ipynb #66769210
+@patch
+def start(self: Service) -> None:
+    "Open the log; load the model in the background when none was given (`/ready` says when it is there)."
+    s = self.limits
+    self.log = PredictionLog(self.db_url, max_pending=s.log_queue_rows, attempts=s.log_attempts,
+                             stuck_seconds=s.log_stuck_seconds, retention_days=s.log_retention_days,
+                             dead_letter=dead_letter_path(self.db_url, self.cfg.paths))
+    self.metrics.watch(self.log)
+    if self.predictor is None: threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
-    def _load(self) -> None:
-        try: self._loaded(load_predictor(self.cfg))
-        except Exception as e:  # /ready says that it failed, the server log says why; /health stays up
-            self.error = f"{type(e).__name__}: {e}"; _log.error(f"could not load the model: {self.error}")
+@patch
+def _load(self: Service) -> None:
+    try: self._loaded(load_predictor(self.cfg))
+    except Exception as e:  # /ready says that it failed, the server log says why; /health stays up
+        self.error = f"{type(e).__name__}: {e}"; _log.error(f"could not load the model: {self.error}")
 
-    def close(self) -> None:
-        "Finish the model calls under way, store every queued prediction, then stop the log writer."
-        self._model_thread.shutdown(wait=True)
-        if self.log: self.log.close()
+# %% ../nbs/06_serve.ipynb #e23a6ac0
+@patch
+def run_model(self: Service, fn, *args):
+    "`fn(*args)` on the model thread; the result."
+    return self._model_thread.submit(fn, *args).result()
 
-    def run_model(self, fn, *args):
-        "`fn(*args)` on the model thread; the result."
-        return self._model_thread.submit(fn, *args).result()
+# %% ../nbs/06_serve.ipynb #93ff0726
+@patch
+def not_ready(self: Service) -> str | None:
+    "None when the server can answer and store its answers; else why not, in words fit for a client."
+    if self.error: return "the model could not be loaded: the server log says why"
+    if self.predictor is None: return "the model is loading"
+    if self.log is None: return "the prediction log is not open yet"
+    if not self.log.healthy: return "the prediction log is not storing predictions: the server log says why"
+    return None
 
-    def not_ready(self) -> str | None:
-        "None when the server can answer and store its answers; else why not, in words fit for a client."
-        if self.error: return "the model could not be loaded: the server log says why"
-        if self.predictor is None: return "the model is loading"
-        if self.log is None: return "the prediction log is not open yet"
-        if not self.log.healthy: return "the prediction log is not storing predictions: the server log says why"
-        return None
+# %% ../nbs/06_serve.ipynb #8319c0be
+@patch(as_prop=True)
+def ready(self: Service) -> bool: return self.not_ready() is None  # what the load balancer asks
 
-    @property
-    def ready(self) -> bool: return self.not_ready() is None
+# %% ../nbs/06_serve.ipynb #3990c5c5
+@patch
+def close(self: Service) -> None:
+    "Finish the model calls under way, store every queued prediction, then stop the log writer."
+    self._model_thread.shutdown(wait=True)
+    if self.log: self.log.close()
 
 # %% ../nbs/06_serve.ipynb #38a9ddda
 _BUSY = "the server is busy storing predictions: try again in a few seconds"
@@ -334,6 +346,7 @@ def score(self: Service, titles: list[str], source: str) -> tuple[list[dict], Fu
     except RuntimeError as e: raise RequestError("the server is shutting down", 503) from e  # the model thread has stopped
     return future.result()
 
+# %% ../nbs/06_serve.ipynb #218edf6f
 @patch
 async def ascore(self: Service, titles: list[str], source: str) -> tuple[list[dict], Future]:
     "`score` for a caller on the event loop: it awaits the batch instead of holding a thread."
@@ -350,6 +363,7 @@ def check_filename(filename: str | None) -> str:
         raise RequestError(f"file name {name!r} must be a plain name, without a path")
     return name
 
+# %% ../nbs/06_serve.ipynb #e55aa342
 def read_titles_csv(data: bytes, limits: ServeConfig, filename: str | None = None) -> pd.DataFrame:
     "The uploaded CSV as text columns, checked: size, UTF-8, parses, a `title` column, row count, no empty title."
     check_filename(filename)
@@ -387,11 +401,12 @@ def explain(self: Service, title: str) -> list[tuple[str, float | None]]:
         return occlusion(title, p.predict_proba, explained_words(title.split(), p.tokenizer, p.max_length, most))
     return self.run_model(attributions)
 
-# %% ../nbs/06_serve.ipynb #f9819f1d
+# %% ../nbs/06_serve.ipynb #52b1c490
 class PredictRequest(BaseModel):
     titles: StrictStr | list[StrictStr] = Field(description="one headline, or a list of headlines",
                                                 examples=["Pope Francis endorses a presidential candidate"])
 
+# %% ../nbs/06_serve.ipynb #144f517d
 class Prediction(BaseModel):
     title: str
     prob_fake: float = Field(description="calibrated probability that the headline is fake")
@@ -399,6 +414,7 @@ class Prediction(BaseModel):
     confidence: float = Field(description="probability of the label")
     uncertain: bool = Field(description="prob_fake is inside the server's uncertain band: do not trust the label")
 
+# %% ../nbs/06_serve.ipynb #ebb3a028
 class PredictResponse(BaseModel):
     model: str = Field(description="the registry version that answered")
     predictions: list[Prediction]
@@ -411,6 +427,7 @@ def body_limit(limits: ServeConfig) -> int:
     "Bytes a request body may have, on every route: the largest upload plus room for its multipart envelope."
     return limits.max_upload_bytes + 64 * 1024
 
+# %% ../nbs/06_serve.ipynb #d4f3f807
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the request body has more than {limit:,} bytes: send less (split a CSV file)"}, 413)
 
