@@ -112,17 +112,17 @@ def copy_verified(src: Path, dest: Path, sha256: str | None = None) -> str:
             while chunk := f.read(1 << 20): yield chunk
     return write_verified(chunks(), dest, sha256)
 
-# %% ../nbs/01a_acquire.ipynb #5095b844
+# %% ../nbs/01a_acquire.ipynb #6ce7286e
 def is_url(location: str | os.PathLike) -> bool: return str(location).startswith(("http://", "https://"))
 
-# %% ../nbs/01a_acquire.ipynb #a05be813
+# %% ../nbs/01a_acquire.ipynb #9dcbb39e
 def kaggle_credentials() -> bool:
     "Whether Kaggle credentials are configured (environment or kaggle.json)."
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY") or os.environ.get("KAGGLE_API_TOKEN"): return True
     cfg_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
     return (cfg_dir / "kaggle.json").is_file()
 
-# %% ../nbs/01a_acquire.ipynb #2e9c7dd5
+# %% ../nbs/01a_acquire.ipynb #c85e7751
 def fetch_kaggle(dataset: str, file: str, dest: Path, sha256: str | None = None) -> str:
     "Download one file of a Kaggle dataset with kagglehub, then verify and place it."
     try: import kagglehub

@@ -56,7 +56,7 @@ def load_suite(path: str | Path | None = None) -> dict:
             if name not in PERTURBATIONS: raise ValueError(f"behavioural test {test['name']!r}: unknown perturbation {name!r}")
     return suite
 
-# %% ../nbs/04a_behavioural.ipynb #8891b0b0
+# %% ../nbs/04a_behavioural.ipynb #bd7396a9
 def _pairs(test: dict, sample: list[str]) -> list[tuple[str, str]]:
     "(before, after) titles of an invariance or directional test: `before` perturbs the title first, when given."
     fn, args = PERTURBATIONS[test["perturbation"]], test.get("args", {})

@@ -59,7 +59,7 @@ class Int8Model:
         self.model.config.save_pretrained(folder)
         save_int8(self.model, Path(folder) / INT8_FILE)
 
-# %% ../nbs/05_compress.ipynb #02eaceb3
+# %% ../nbs/05_compress.ipynb #82edec29
 class OnnxExport:
     "An exported ONNX graph file and the model config it came from; saves as an `onnx` version."
     format = "onnx"
@@ -108,7 +108,7 @@ def check_methods(methods: Sequence[str]) -> None:
     for m in methods:
         if m not in METHODS: raise ValueError(f"unknown compression method {m!r}; choose from {', '.join(METHODS)}")
 
-# %% ../nbs/05_compress.ipynb #ead51c9d
+# %% ../nbs/05_compress.ipynb #1f6d8d8c
 def _test_metrics(predictor: Predictor, test, source_pred: np.ndarray) -> dict:
     "test/f1 and test/<corpus>/f1 as training records them, plus agreement with the source's decisions."
     prob = predictor.predict_proba(test.title.tolist())

@@ -52,7 +52,7 @@ def find_project(folder: str | os.PathLike) -> Path | None:
         if _PROJECT_NAME.search(text): return candidate
     return None
 
-# %% ../nbs/00_core.ipynb #0b8655a2
+# %% ../nbs/00_core.ipynb #e5cadc10
 def project_root() -> Path | None:
     "The checkout holding the working directory, else the one holding the fakenews package; None outside both."
     spec = importlib.util.find_spec("fakenews")
@@ -300,7 +300,7 @@ def config_from_dict(d: dict, cls=Config):
         kw[k] = config_from_dict(v, tp) if dataclasses.is_dataclass(tp) else _coerce(v, tp, f"{cls.__name__}.{k}")
     return cls(**kw)
 
-# %% ../nbs/00_core.ipynb #777dbfc7
+# %% ../nbs/00_core.ipynb #0183736e
 def config_to_dict(cfg) -> dict:
     "Nested plain values (JSON-ready) of a config."
     return json.loads(json.dumps(dataclasses.asdict(cfg)))

@@ -226,7 +226,7 @@ def monitoring_dir(paths: Paths) -> Path:
     "Where monitoring reports go: one folder per report, named by its creation time."
     return paths.reports / "monitoring"
 
-# %% ../nbs/07_monitor.ipynb #12e5e2ab
+# %% ../nbs/07_monitor.ipynb #853ecff1
 def latest_report(paths: Paths) -> dict | None:
     "The summary of the newest readable monitoring report under `paths`, or None."
     folder = monitoring_dir(paths)

@@ -113,7 +113,7 @@ def _check_row(row: dict, now: datetime) -> dict:
 class LogFull(RuntimeError):
     "The log's queue already holds `max_pending` rows: answer 503 and let the client try again."
 
-# %% ../nbs/06a_predlog.ipynb #361f60fb
+# %% ../nbs/06a_predlog.ipynb #5258a9ec
 def dead_letter_path(url: str, paths: Paths | None = None) -> Path:
     "Where the rows a log cannot store go: beside its SQLite file, else under the artifact root."
     u = sa.make_url(url)
@@ -121,7 +121,7 @@ def dead_letter_path(url: str, paths: Paths | None = None) -> Path:
         return Path(u.database).expanduser().absolute().with_suffix(".dead-letter.jsonl")
     return (paths or Paths.from_env()).home / "predictions-dead-letter.jsonl"
 
-# %% ../nbs/06a_predlog.ipynb #59c7fe2e
+# %% ../nbs/06a_predlog.ipynb #4fe14c87
 class PredictionLog:
     "The prediction log at `url`: `write` queues rows, one writer thread inserts them in batches."
     def __init__(self, url: str | None = None, # SQLAlchemy URL; None: SQLite at `Paths.predictions_db`

@@ -177,7 +177,7 @@ def write_split(frame: pd.DataFrame, path: Path) -> dict:
             "labels": {LABELS[k]: int(v) for k, v in frame.label.value_counts().sort_index().items()},
             "corpora": {k: int(v) for k, v in frame.corpus.value_counts().sort_index().items()}}
 
-# %% ../nbs/01b_prepare.ipynb #80dd7e26
+# %% ../nbs/01b_prepare.ipynb #5d437a7c
 def fingerprint(splits: dict[str, dict]) -> str:
     "sha256 over the split files' hashes: one name for one exact dataset."
     return hashlib.sha256("".join(f"{k}:{splits[k]['sha256']}\n" for k in sorted(splits)).encode()).hexdigest()

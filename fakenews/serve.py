@@ -63,7 +63,7 @@ def model_ref(cfg: Config) -> str:
         _log.info("no `serving` alias yet: serving `production`")
         return "production"
 
-# %% ../nbs/06_serve.ipynb #df023a5a
+# %% ../nbs/06_serve.ipynb #e862e661
 def load_predictor(cfg: Config) -> Predictor:
     "The predictor of `model_ref(cfg)`, computing on `cfg.serve.threads` threads."
     return Predictor.load(model_ref(cfg), cfg.paths, threads=cfg.serve.threads or None)
@@ -236,7 +236,7 @@ def _drain(self: Batcher) -> None:
         try: self.executor.submit(self._drain); return
         except RuntimeError: pass  # the executor is shutting down: answer the rest here
 
-# %% ../nbs/06_serve.ipynb #f1decc92
+# %% ../nbs/06_serve.ipynb #16cb43e4
 class Service:
     "One process's model, limits, prediction log and metrics; REST and Gradio both score through it."
     def __init__(self, cfg: Config, predictor: Predictor | None = None):
@@ -257,7 +257,7 @@ class Service:
         self.metrics.model.info({"ref": predictor.name, "name": v.name if v else "", "version": str(v.version if v else 0),
                                  "temperature": f"{predictor.temperature:.4f}"})
 
-# %% ../nbs/06_serve.ipynb #66769210
+# %% ../nbs/06_serve.ipynb #2466e4fa
 @patch
 def start(self: Service) -> None:
     "Open the log; load the model in the background when none was given (`/ready` says when it is there)."
@@ -274,13 +274,13 @@ def _load(self: Service) -> None:
     except Exception as e:  # /ready says that it failed, the server log says why; /health stays up
         self.error = f"{type(e).__name__}: {e}"; _log.error(f"could not load the model: {self.error}")
 
-# %% ../nbs/06_serve.ipynb #e23a6ac0
+# %% ../nbs/06_serve.ipynb #209de8cc
 @patch
 def run_model(self: Service, fn, *args):
     "`fn(*args)` on the model thread; the result."
     return self._model_thread.submit(fn, *args).result()
 
-# %% ../nbs/06_serve.ipynb #93ff0726
+# %% ../nbs/06_serve.ipynb #730db164
 @patch
 def not_ready(self: Service) -> str | None:
     "None when the server can answer and store its answers; else why not, in words fit for a client."
@@ -290,11 +290,11 @@ def not_ready(self: Service) -> str | None:
     if not self.log.healthy: return "the prediction log is not storing predictions: the server log says why"
     return None
 
-# %% ../nbs/06_serve.ipynb #8319c0be
+# %% ../nbs/06_serve.ipynb #c4137dbd
 @patch(as_prop=True)
 def ready(self: Service) -> bool: return self.not_ready() is None  # what the load balancer asks
 
-# %% ../nbs/06_serve.ipynb #3990c5c5
+# %% ../nbs/06_serve.ipynb #ea9effa5
 @patch
 def close(self: Service) -> None:
     "Finish the model calls under way, store every queued prediction, then stop the log writer."
@@ -346,7 +346,7 @@ def score(self: Service, titles: list[str], source: str) -> tuple[list[dict], Fu
     except RuntimeError as e: raise RequestError("the server is shutting down", 503) from e  # the model thread has stopped
     return future.result()
 
-# %% ../nbs/06_serve.ipynb #218edf6f
+# %% ../nbs/06_serve.ipynb #503b6d9e
 @patch
 async def ascore(self: Service, titles: list[str], source: str) -> tuple[list[dict], Future]:
     "`score` for a caller on the event loop: it awaits the batch instead of holding a thread."
@@ -363,7 +363,7 @@ def check_filename(filename: str | None) -> str:
         raise RequestError(f"file name {name!r} must be a plain name, without a path")
     return name
 
-# %% ../nbs/06_serve.ipynb #e55aa342
+# %% ../nbs/06_serve.ipynb #08b71805
 def read_titles_csv(data: bytes, limits: ServeConfig, filename: str | None = None) -> pd.DataFrame:
     "The uploaded CSV as text columns, checked: size, UTF-8, parses, a `title` column, row count, no empty title."
     check_filename(filename)
@@ -401,12 +401,12 @@ def explain(self: Service, title: str) -> list[tuple[str, float | None]]:
         return occlusion(title, p.predict_proba, explained_words(title.split(), p.tokenizer, p.max_length, most))
     return self.run_model(attributions)
 
-# %% ../nbs/06_serve.ipynb #52b1c490
+# %% ../nbs/06_serve.ipynb #b5efcea4
 class PredictRequest(BaseModel):
     titles: StrictStr | list[StrictStr] = Field(description="one headline, or a list of headlines",
                                                 examples=["Pope Francis endorses a presidential candidate"])
 
-# %% ../nbs/06_serve.ipynb #144f517d
+# %% ../nbs/06_serve.ipynb #189fb157
 class Prediction(BaseModel):
     title: str
     prob_fake: float = Field(description="calibrated probability that the headline is fake")
@@ -414,7 +414,7 @@ class Prediction(BaseModel):
     confidence: float = Field(description="probability of the label")
     uncertain: bool = Field(description="prob_fake is inside the server's uncertain band: do not trust the label")
 
-# %% ../nbs/06_serve.ipynb #ebb3a028
+# %% ../nbs/06_serve.ipynb #1f082a03
 class PredictResponse(BaseModel):
     model: str = Field(description="the registry version that answered")
     predictions: list[Prediction]
@@ -427,7 +427,7 @@ def body_limit(limits: ServeConfig) -> int:
     "Bytes a request body may have, on every route: the largest upload plus room for its multipart envelope."
     return limits.max_upload_bytes + 64 * 1024
 
-# %% ../nbs/06_serve.ipynb #d4f3f807
+# %% ../nbs/06_serve.ipynb #cca6682d
 def _too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the request body has more than {limit:,} bytes: send less (split a CSV file)"}, 413)
 

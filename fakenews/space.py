@@ -60,7 +60,7 @@ def project_pins(extra: str = "serve") -> list[Requirement]:
     pins = [Requirement(line) for line in metadata.requires("fakenews") or []]
     return [r for r in pins if r.marker is None or r.marker.evaluate({"extra": extra})]
 
-# %% ../nbs/06b_space.ipynb #62d69ac7
+# %% ../nbs/06b_space.ipynb #4bc93406
 def space_requirements(torch: bool = False) -> list[str]:
     "The lines of a Space's requirements.txt: every pin that serving imports; torch, from the CPU index, only when `torch`."
     pins = [r for r in project_pins("serve") if r.name.lower() not in NOT_SERVED or (torch and r.name.lower() == "torch")]
@@ -209,7 +209,7 @@ def push_plan(folder: str | os.PathLike) -> dict:
     left_out = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in files)
     return {"files": files, "bytes": sum((folder / f).stat().st_size for f in files), "left_out": left_out, "model": manifest["model"]["ref"]}
 
-# %% ../nbs/06b_space.ipynb #884c77b7
+# %% ../nbs/06b_space.ipynb #5594aa16
 def push_space(folder: str | os.PathLike, # a bundle written by `build_space`
                repo: str, # the Space, OWNER/NAME
                private: bool = False, # create it private (an existing Space keeps its visibility)
@@ -242,7 +242,7 @@ def space_settings(model: str | None = None, # the model app.py was written with
         settings["home"] = "/data/fakenews" if os.access("/data", os.W_OK) else str(Path("artifacts").absolute())
     return settings
 
-# %% ../nbs/06b_space.ipynb #f78195a0
+# %% ../nbs/06b_space.ipynb #4e261d89
 def run_space(model: str | None = None) -> None:
     "What a Space's app.py runs: serve `model` (or $FAKENEWS_MODEL) as `fakenews serve` does, on the Space's host and port."
     settings = space_settings(model)

@@ -299,7 +299,7 @@ def plot_history(run_dir: Path) -> Figure:
     ax.set(xlabel="step", ylabel="cross-entropy"); ax.legend(); ax.grid(alpha=0.3)
     return fig
 
-# %% ../nbs/03_train.ipynb #f42f88e8
+# %% ../nbs/03_train.ipynb #a0ce99b0
 def plot_confusion(matrix: list[list[int]], title: str = "test split") -> Figure:
     "A confusion matrix with counts, rows the true label."
     names = [LABELS[i] for i in sorted(LABELS)]

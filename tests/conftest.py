@@ -205,10 +205,15 @@ def wait_until():
     return _wait_until
 
 
+def trained_tiny_home(tmp_path_factory, corpora, name: str = "tiny_home") -> Path:
+    "A new artifact root holding prepared splits and a tiny model trained on `corpora` (seconds), aliased `production`."
+    from fakenews.train import train
+    home = tmp_path_factory.mktemp(name)
+    train(tiny_config(home, corpora, aliases=("production",), force_aliases=True), progress=False)  # a random tiny model: past the gate
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_home(tmp_path_factory, sample_corpora) -> Path:
-    "An artifact root holding prepared splits and a tiny model trained in this session (seconds), aliased `production`."
-    from fakenews.train import train
-    home = tmp_path_factory.mktemp("tiny_home")
-    train(tiny_config(home, sample_corpora, aliases=("production",), force_aliases=True), progress=False)  # a random tiny model: past the gate
-    return home
+    "The session's shared tiny artifact root (`trained_tiny_home`)."
+    return trained_tiny_home(tmp_path_factory, sample_corpora)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import FAKENEWS, ROOT, tiny_config
+from conftest import FAKENEWS, ROOT, trained_tiny_home
 
 from fakenews.core import Config, MonitorConfig, ServeConfig
 from fakenews.predlog import PredictionLog, read_predictions
@@ -39,11 +39,8 @@ BODY_LIMIT = 300_000 + 64 * 1024  # max_upload_bytes plus room for a multipart e
 
 @pytest.fixture(scope="session")
 def sec_home(tmp_path_factory, sample_corpora) -> Path:
-    "An artifact root with prepared splits and a tiny model trained in this session, aliased `production`."
-    from fakenews.train import train
-    home = tmp_path_factory.mktemp("security_home")
-    train(tiny_config(home, sample_corpora, aliases=("production",), force_aliases=True), progress=False)
-    return home
+    "An artifact root with prepared splits and a tiny model trained in this session, aliased `production`; its own, since these tests write into it."
+    return trained_tiny_home(tmp_path_factory, sample_corpora, "security_home")
 
 
 def _start(cfg: Config):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from conftest import FAKENEWS, tiny_config
+from conftest import FAKENEWS, trained_tiny_home
 
 from fakenews.core import Config, ServeConfig
 from fakenews.predict import Predictor
@@ -26,11 +26,8 @@ LIMITS = ServeConfig(max_titles=64, max_upload_bytes=300_000, max_csv_rows=2000,
 
 @pytest.fixture(scope="session")
 def tiny_home(tmp_path_factory, sample_corpora) -> Path:
-    "An artifact root holding prepared splits and a tiny model trained in this session, aliased `production`."
-    from fakenews.train import train
-    home = tmp_path_factory.mktemp("serve_home")
-    train(tiny_config(home, sample_corpora, aliases=("production",), force_aliases=True), progress=False)
-    return home
+    "An artifact root holding prepared splits and a tiny model trained in this session, aliased `production`; its own, since these tests write into it."
+    return trained_tiny_home(tmp_path_factory, sample_corpora, "serve_home")
 
 
 @pytest.fixture(scope="module")
