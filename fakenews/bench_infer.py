@@ -26,13 +26,14 @@ from .prepare import load_splits
 from .registry import ModelVersion, promote, resolve, versions
 
 # %% auto #0
-__all__ = ['log', 'matmul_gflops', 'title_flops', 'family', 'describe', 'pipeline_probabilities', 'measure', 'bench_infer',
-           'pick_serving', 'promote_serving', 'plot_bench', 'save_table', 'save_bench']
+__all__ = ['log', 'matmul_gflops', 'title_flops', 'family', 'describe', 'pipeline_probabilities', 'measure', 'latency_sample',
+           'measure_family', 'mean_tokens', 'bench_row', 'add_deltas', 'bench_infer', 'pick_serving', 'promote_serving',
+           'plot_bench', 'save_table', 'save_bench']
 
 # %% ../nbs/05a_bench_infer.ipynb #6baff60f
 log = get_logger("fakenews.bench_infer")
 
-# %% ../nbs/05a_bench_infer.ipynb #0e06e833
+# %% ../nbs/05a_bench_infer.ipynb #5b1fc59c
 def matmul_gflops(size: int = 1024, seconds: float = 1.0) -> float:
     "Best fp32 GFLOP/s of `size` x `size` matrix products over `seconds`, at torch's current thread count."
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -43,13 +44,14 @@ def matmul_gflops(size: int = 1024, seconds: float = 1.0) -> float:
         best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
     return best / 1e9
 
+# %% ../nbs/05a_bench_infer.ipynb #74a677e8
 def title_flops(config, tokens: float) -> float:
     "FLOPs of one BERT-style classifier forward pass over a title of `tokens` tokens."
     h, f, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     per_layer = tokens * (8 * h * h + 4 * h * f) + 4 * tokens * tokens * h
     return layers * per_layer + 2 * h * h + 2 * h * len(LABELS)
 
-# %% ../nbs/05a_bench_infer.ipynb #7724a887
+# %% ../nbs/05a_bench_infer.ipynb #1d9421be
 def family(teacher: str = "production", paths: Paths | None = None) -> list[ModelVersion]:
     "The teacher, its distilled students and every compressed variant of either, oldest first."
     root = resolve(teacher, paths)
@@ -59,6 +61,7 @@ def family(teacher: str = "production", paths: Paths | None = None) -> list[Mode
         if source in refs and v.ref not in refs: members.append(v); refs.add(v.ref)
     return members
 
+# %% ../nbs/05a_bench_infer.ipynb #27a390fc
 def describe(version: ModelVersion) -> str:
     "What a version is, in a few words: teacher, student, or a method applied to one of them."
     layers = version.meta.get("config", {}).get("model", {}).get("layers")
@@ -66,7 +69,7 @@ def describe(version: ModelVersion) -> str:
     if "variant" in version.meta: what = f"{version.meta['variant']['method']} of {version.meta['variant']['source']}"
     return what
 
-# %% ../nbs/05a_bench_infer.ipynb #4f57b780
+# %% ../nbs/05a_bench_infer.ipynb #5ad87d78
 def pipeline_probabilities(version: ModelVersion, batch_size: int = 64):
     "P(fake) of titles through `transformers.pipeline` on the version's files: the baseline."
     from transformers import pipeline
@@ -77,6 +80,7 @@ def pipeline_probabilities(version: ModelVersion, batch_size: int = 64):
         return np.array([next(d["score"] for d in row if d["label"] == LABELS[1]) for row in out])
     return predict_proba
 
+# %% ../nbs/05a_bench_infer.ipynb #d5c764f6
 def measure(predict_proba, titles: list[str], single: list[str], repeats: int = 3) -> dict:
     "P(fake) of `titles` and throughput (best of `repeats` passes), then p50/p95 latency of `single` titles one at a time."
     predict_proba(titles[:64])
@@ -89,53 +93,78 @@ def measure(predict_proba, titles: list[str], single: list[str], repeats: int = 
     p50, p95 = np.percentile(latency, [50, 95]) * 1000
     return {"prob": prob, "titles/s": len(titles) / seconds, "p50 ms": p50, "p95 ms": p95}
 
-# %% ../nbs/05a_bench_infer.ipynb #d4c9ceaa
-def _folder_mb(path: Path) -> float: return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+# %% ../nbs/05a_bench_infer.ipynb #85b43cfb
+def latency_sample(titles: list[str], n: int = 200) -> list[str]:
+    "A fixed random sample of `n` of `titles` (all of them if fewer), without replacement: the same for every model."
+    return list(np.random.default_rng(0).choice(titles, size=min(n, len(titles)), replace=False))
 
-def _parameters(config) -> int:
-    from transformers import AutoModelForSequenceClassification
-    with torch.device("meta"): return AutoModelForSequenceClassification.from_config(config).num_parameters()
-
-def bench_infer(teacher: str = "production", refs: list[str] | None = None, threads: int = 2, latency_titles: int = 200,
-                paths: Paths | None = None, repeats: int = 3) -> pd.DataFrame:
-    "Speed and accuracy of the teacher's family (or `refs`) against `transformers.pipeline`, measured in one run."
-    from transformers import AutoConfig
-    paths = paths or Paths.from_env()
-    torch.set_num_threads(threads)
-    members = [resolve(r, paths) for r in refs] if refs else family(teacher, paths)
-    test = load_splits(paths)["test"]
-    titles = test.title.tolist()
-    single = list(np.random.default_rng(0).choice(titles, size=min(latency_titles, len(titles)), replace=False))
-    gflops = matmul_gflops()
+# %% ../nbs/05a_bench_infer.ipynb #f5e572d1
+def measure_family(members: list[ModelVersion], # the teacher first
+                   titles: list[str], single: list[str], paths: Paths | None = None, threads: int = 2,
+                   repeats: int = 3) -> dict[str, tuple[ModelVersion, dict]]:
+    "`measure` of `transformers.pipeline` on `members[0]`, then of every member's `Predictor`: name -> (version, measurement)."
     step = lambda i, name: log.info("measuring %s (%d of %d): %d test titles x %d, then %d one at a time", name, i,
                                     len(members) + 1, len(titles), repeats, len(single))
     step(1, f"transformers.pipeline on {members[0].ref}")
     runs = {"transformers.pipeline": (members[0], measure(pipeline_probabilities(members[0]), titles, single, repeats))}
     for i, v in enumerate(members, 2):
         step(i, f"{v.ref} ({describe(v)})")
-        predictor = Predictor.load(v.ref, paths, threads=threads)
-        if v is members[0]:  # the mean real token count of a test title, for the FLOPs of the ceiling
-            tokens = np.mean([len(x) for x in predictor.tokenizer(titles, truncation=True, max_length=predictor.max_length)["input_ids"]])
-        runs[v.ref] = (v, measure(predictor.predict_proba, titles, single, repeats))
-    rows = []
-    for name, (v, m) in runs.items():
-        config = AutoConfig.from_pretrained(v.path)
-        f1 = {f"F1 {c}": scores(part.label, m["prob"][part.index])["macro_f1"] for c, part in test.reset_index(drop=True).groupby("corpus")}
-        ceiling = gflops * 1e9 / title_flops(config, tokens)
-        rows.append({"model": name, "what": "baseline on " + v.ref if name != v.ref else describe(v),
-                     "format": "pipeline" if name != v.ref else v.meta.get("format", "transformers"),
-                     "params (M)": _parameters(config) / 1e6, "size (MB)": _folder_mb(v.path),
-                     "p50 ms": m["p50 ms"], "p95 ms": m["p95 ms"], "titles/s": m["titles/s"],
-                     "speed (x pipeline)": m["titles/s"] / runs["transformers.pipeline"][1]["titles/s"],
-                     "ceiling share": m["titles/s"] / ceiling, **f1, "F1 all": scores(test.label, m["prob"])["macro_f1"]})
-    table = pd.DataFrame(rows)
+        runs[v.ref] = (v, measure(Predictor.load(v.ref, paths, threads=threads).predict_proba, titles, single, repeats))
+    return runs
+
+# %% ../nbs/05a_bench_infer.ipynb #c31c0b86
+def mean_tokens(predictor: Predictor, titles: list[str]) -> float:
+    "The mean number of tokens `predictor` feeds its model for one of `titles` (truncated at its maximum length)."
+    return float(np.mean([len(x) for x in predictor.tokenizer(titles, truncation=True, max_length=predictor.max_length)["input_ids"]]))
+
+# %% ../nbs/05a_bench_infer.ipynb #d8b02f35
+def _folder_mb(path: Path) -> float: return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
+
+def _parameters(config) -> int:
+    from transformers import AutoModelForSequenceClassification
+    with torch.device("meta"): return AutoModelForSequenceClassification.from_config(config).num_parameters()
+
+def bench_row(name: str, version: ModelVersion, m: dict, test: pd.DataFrame, baseline: float, ceiling_gflops: float,
+              tokens: float) -> dict:
+    "The table's row of model `name` measured as `m` on `test`, against the pipeline's `baseline` titles/s and the ceiling."
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(version.path)
+    f1 = {f"F1 {c}": scores(part.label, m["prob"][part.index])["macro_f1"] for c, part in test.reset_index(drop=True).groupby("corpus")}
+    ceiling = ceiling_gflops * 1e9 / title_flops(config, tokens)
+    return {"model": name, "what": "baseline on " + version.ref if name != version.ref else describe(version),
+            "format": "pipeline" if name != version.ref else version.meta.get("format", "transformers"),
+            "params (M)": _parameters(config) / 1e6, "size (MB)": _folder_mb(version.path),
+            "p50 ms": m["p50 ms"], "p95 ms": m["p95 ms"], "titles/s": m["titles/s"],
+            "speed (x pipeline)": m["titles/s"] / baseline,
+            "ceiling share": m["titles/s"] / ceiling, **f1, "F1 all": scores(test.label, m["prob"])["macro_f1"]}
+
+# %% ../nbs/05a_bench_infer.ipynb #38331de1
+def add_deltas(table: pd.DataFrame) -> pd.DataFrame:
+    "`table` with a `ΔF1 ... (pts)` column for each `F1 ...` column: the change from row 1, the teacher, in points."
     for col in [c for c in table.columns if c.startswith("F1 ")]:
-        table[f"Δ{col} (pts)"] = (table[col] - table[col].iloc[1]) * 100  # row 1: the teacher through the Predictor
+        table[f"Δ{col} (pts)"] = (table[col] - table[col].iloc[1]) * 100
+    return table
+
+# %% ../nbs/05a_bench_infer.ipynb #01e4e56e
+def bench_infer(teacher: str = "production", refs: list[str] | None = None, threads: int = 2, latency_titles: int = 200,
+                paths: Paths | None = None, repeats: int = 3) -> pd.DataFrame:
+    "Speed and accuracy of the teacher's family (or `refs`) against `transformers.pipeline`, measured in one run."
+    paths = paths or Paths.from_env()
+    torch.set_num_threads(threads)
+    members = [resolve(r, paths) for r in refs] if refs else family(teacher, paths)
+    test = load_splits(paths)["test"]
+    titles = test.title.tolist()
+    single = latency_sample(titles, latency_titles)
+    gflops = matmul_gflops()
+    runs = measure_family(members, titles, single, paths, threads, repeats)
+    tokens = mean_tokens(Predictor.load(members[0].ref, paths, threads=threads), titles)  # for the FLOPs of the ceiling
+    baseline = runs["transformers.pipeline"][1]["titles/s"]
+    table = add_deltas(pd.DataFrame([bench_row(name, v, m, test, baseline, gflops, tokens) for name, (v, m) in runs.items()]))
     table.attrs.update(threads=threads, repeats=repeats, gflops=round(gflops, 1), mean_tokens=round(float(tokens), 1), titles=len(titles),
                        latency_titles=len(single), teacher=members[0].ref)
     return table
 
-# %% ../nbs/05a_bench_infer.ipynb #9f7289ac
+# %% ../nbs/05a_bench_infer.ipynb #cef302d6
 def pick_serving(table: pd.DataFrame, max_loss: float = 1.0, max_p95_ms: float = 20.0, tie: float = 0.10) -> pd.Series | None:
     "The fastest registered variant within `max_loss` F1 points of the teacher on every corpus and `max_p95_ms` p95."
     deltas = [c for c in table.columns if c.startswith("ΔF1 ")]
@@ -144,6 +173,7 @@ def pick_serving(table: pd.DataFrame, max_loss: float = 1.0, max_p95_ms: float =
     fastest = ok[ok["titles/s"] >= (1 - tie) * ok["titles/s"].max()]
     return fastest.sort_values("p95 ms").iloc[0]
 
+# %% ../nbs/05a_bench_infer.ipynb #b19202bb
 def promote_serving(table: pd.DataFrame, alias: str = "serving", paths: Paths | None = None, force: bool = False,
                     **bar) -> ModelVersion | None:
     "Point `alias` at `pick_serving`'s choice (past the behavioural gate unless `force`); None (no change) when none meets the bar."

@@ -34,15 +34,16 @@ from .prepare import load_splits
 from .registry import ModelVersion, resolve
 
 # %% auto #0
-__all__ = ['log', 'WAITING', 'PARTS', 'wrk_script', 'run_wrk', 'AnchorRequest', 'anchor_app', 'run_anchor', 'free_port',
-           'fakenews_command', 'anchor_command', 'server_process', 'pipeline_model', 'bench_titles', 'server_counters',
-           'settled_counters', 'model_alone', 'bench_serve', 'read_profile', 'profile_table', 'py_spy',
-           'profile_server', 'save_profile']
+__all__ = ['log', 'WAITING', 'PARTS', 'wrk_script', 'wrk_command', 'wrk_figures', 'wrk_point', 'run_wrk', 'AnchorRequest',
+           'anchor_app', 'run_anchor', 'free_port', 'fakenews_command', 'anchor_command', 'wait_ready', 'stop_server',
+           'server_process', 'pipeline_model', 'bench_titles', 'count_metrics', 'server_counters', 'settled_counters',
+           'measure_server', 'add_ratios', 'title_latencies', 'batch_rate', 'model_alone', 'server_command',
+           'bench_serve', 'read_profile', 'server_part', 'profile_table', 'py_spy', 'profile_server', 'save_profile']
 
 # %% ../nbs/06c_bench_serve.ipynb #928dd76b
 log = get_logger("fakenews.bench_serve")
 
-# %% ../nbs/06c_bench_serve.ipynb #916ffd58
+# %% ../nbs/06c_bench_serve.ipynb #10c6a5f3
 _LUA = r"""-- written by fakenews.bench_serve: POST %(route)s, one title per request, in turn
 local bodies = {
 %(bodies)s
@@ -64,6 +65,7 @@ done = function(summary, latency, requests)
 end
 """
 
+# %% ../nbs/06c_bench_serve.ipynb #84aed1af
 def wrk_script(titles: list[str], path: str | os.PathLike, route: str = "/predict") -> Path:
     "Write a wrk Lua script to `path` that POSTs `{\"titles\": title}` for each of `titles` in turn."
     bodies = [json.dumps({"titles": t}) for t in titles]
@@ -73,29 +75,45 @@ def wrk_script(titles: list[str], path: str | os.PathLike, route: str = "/predic
     path.write_text(_LUA % {"bodies": ",\n".join(f"[==[{b}]==]" for b in bodies), "route": route})
     return path
 
-# %% ../nbs/06c_bench_serve.ipynb #e56793fd
+# %% ../nbs/06c_bench_serve.ipynb #47425cee
+def wrk_command(url: str, script: str | os.PathLike, connections: int, seconds: float = 10, timeout_s: float = 5) -> list[str]:
+    "The wrk command line that drives `url` with `script` for `seconds` (whole, at least 1) at `connections`, on one thread."
+    return ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", f"{timeout_s:g}s",
+            "-s", str(script), url]
+
+# %% ../nbs/06c_bench_serve.ipynb #41968337
+def wrk_figures(out: str, returncode: int = 0) -> dict:
+    "wrk's own figures from its output `out` (the line the script's `done` hook prints); an error if wrk failed."
+    line = next((x for x in out.splitlines() if x.startswith("FAKENEWS_WRK ")), None)
+    if returncode or line is None: raise RuntimeError(f"wrk failed (exit {returncode}): {out.strip()[-500:]}")
+    return json.loads(line.removeprefix("FAKENEWS_WRK "))
+
+# %% ../nbs/06c_bench_serve.ipynb #5de4bf85
+def wrk_point(figures: dict, connections: int, cpu_s: float = 0.0, load: float = float("nan")) -> dict:
+    "A row of the benchmark from `wrk_figures` at `connections`: requests/s, latency percentiles in ms, errors, wrk's CPU s, load."
+    seconds = figures["duration_us"] / 1e6
+    return {"connections": connections, "requests": figures["requests"], "req/s": figures["requests"] / seconds,
+            "p50 ms": figures["p50_us"] / 1e3, "p95 ms": figures["p95_us"] / 1e3, "p99 ms": figures["p99_us"] / 1e3,
+            "errors": sum(figures[k] for k in ("connect", "read", "write", "status", "timeout")), "non-2xx": figures["status"],
+            "wrk CPU s": cpu_s, "seconds": seconds, "load": round(load, 2)}
+
+# %% ../nbs/06c_bench_serve.ipynb #4a3718e1
 def run_wrk(url: str, script: str | os.PathLike, connections: int, seconds: float = 10, timeout_s: float = 5) -> dict:
     "Drive `url` with wrk and `script` for `seconds` at `connections`: requests/s, latency percentiles, errors, wrk's CPU time."
-    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", f"{timeout_s:g}s",
-           "-s", str(script), url]
     load = os.getloadavg()[0]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(wrk_command(url, script, connections, seconds, timeout_s), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read(); proc.stdout.close()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    line = next((x for x in out.splitlines() if x.startswith("FAKENEWS_WRK ")), None)
-    if proc.returncode or line is None: raise RuntimeError(f"wrk failed (exit {proc.returncode}): {out.strip()[-500:]}")
-    r = json.loads(line.removeprefix("FAKENEWS_WRK "))
-    seconds = r["duration_us"] / 1e6
-    return {"connections": connections, "requests": r["requests"], "req/s": r["requests"] / seconds,
-            "p50 ms": r["p50_us"] / 1e3, "p95 ms": r["p95_us"] / 1e3, "p99 ms": r["p99_us"] / 1e3,
-            "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"], "non-2xx": r["status"],
-            "wrk CPU s": usage.ru_utime + usage.ru_stime, "seconds": seconds, "load": round((load + os.getloadavg()[0]) / 2, 2)}
+    return wrk_point(wrk_figures(out, proc.returncode), connections, usage.ru_utime + usage.ru_stime,
+                     (load + os.getloadavg()[0]) / 2)
 
-# %% ../nbs/06c_bench_serve.ipynb #bc27fe8a
+# %% ../nbs/06c_bench_serve.ipynb #d273f425
 class AnchorRequest(BaseModel):
     titles: str | list[str]
 
+# %% ../nbs/06c_bench_serve.ipynb #26b3ec27
 def anchor_app(kind: str, # `pipeline`: transformers.pipeline per request; `constant`: the HTTP ceiling
                model: str | os.PathLike | None = None): # the model folder the pipeline loads
     "The FastAPI app of an anchor, with `POST /predict` and `GET /ready`."
@@ -114,17 +132,19 @@ def anchor_app(kind: str, # `pipeline`: transformers.pipeline per request; `cons
     def ready(): return {"status": "ready"}
     return app
 
+# %% ../nbs/06c_bench_serve.ipynb #749d3dc5
 def run_anchor(kind: str, model: str | None, port: int) -> None:
     "Serve `anchor_app(kind, model)` on 127.0.0.1:`port` until interrupted (a subprocess of `bench_serve`)."
     import uvicorn
     uvicorn.run(anchor_app(kind, model), host="127.0.0.1", port=port, log_level="warning")
 
-# %% ../nbs/06c_bench_serve.ipynb #a7b7480e
+# %% ../nbs/06c_bench_serve.ipynb #096daee1
 def free_port() -> int:
     "A free TCP port on 127.0.0.1."
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
+# %% ../nbs/06c_bench_serve.ipynb #b227344d
 def _python(code: str, *args) -> list[str]: return [sys.executable, "-c", code, *map(str, args)]
 
 def fakenews_command(ref: str, port: int, home: str | os.PathLike, db_url: str, settings: dict | None = None) -> list[str]:
@@ -133,31 +153,45 @@ def fakenews_command(ref: str, port: int, home: str | os.PathLike, db_url: str, 
     return _python("from fakenews.cli import main; raise SystemExit(main())", "serve", "--model", ref, "--port", port,
                    "--home", home, *sets)
 
+# %% ../nbs/06c_bench_serve.ipynb #6299838d
 def anchor_command(kind: str, model: str | os.PathLike | None, port: int) -> list[str]:
+    "The command line that serves anchor `kind` (loading `model`, for the pipeline) on `port`: `run_anchor` in a new Python."
     return _python("import sys; from fakenews.bench_serve import run_anchor; run_anchor(sys.argv[1], sys.argv[2] or None, int(sys.argv[3]))",
                    kind, model or "", port)
 
+# %% ../nbs/06c_bench_serve.ipynb #9b732604
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 180) -> None:
+    "Return once `url`/ready answers 200; an error, with the server's output, if `proc` exits or `timeout` s pass first."
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None: raise RuntimeError(f"the server stopped: {proc.stdout.read().strip()[-1000:]}")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{url}/ready", timeout=2).status_code == 200: return
+        if time.monotonic() > deadline: raise RuntimeError(f"the server did not get ready in {timeout:g} s")
+        time.sleep(0.2)
+
+# %% ../nbs/06c_bench_serve.ipynb #f89a7df5
+def stop_server(proc: subprocess.Popen, grace: float = 60) -> int:
+    "Stop server `proc` with SIGINT, as Ctrl-C would (SIGKILL if it has not exited after `grace` s); its exit code."
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try: proc.wait(grace)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    proc.stdout.close()
+    return proc.returncode
+
+# %% ../nbs/06c_bench_serve.ipynb #fe5f6cb3
 @contextlib.contextmanager
 def server_process(cmd: list[str], port: int, timeout: float = 180):
     "Run server `cmd` listening on `port`; yield (its URL, the process) once /ready answers 200; stop it with SIGINT."
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None: raise RuntimeError(f"the server stopped: {proc.stdout.read().strip()[-1000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/ready", timeout=2).status_code == 200: break
-            if time.monotonic() > deadline: raise RuntimeError(f"the server did not get ready in {timeout:g} s")
-            time.sleep(0.2)
+        wait_ready(proc, url, timeout)
         yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try: proc.wait(60)
-            except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-        proc.stdout.close()
+    finally: stop_server(proc)
 
-# %% ../nbs/06c_bench_serve.ipynb #9250e248
+# %% ../nbs/06c_bench_serve.ipynb #5925985a
 def pipeline_model(ref: str, paths: Paths | None = None) -> ModelVersion:
     "The teacher behind `ref`, which the pipeline anchor loads: a variant's source, a distilled student's teacher, else `ref` itself."
     version = resolve(ref, paths)
@@ -165,20 +199,28 @@ def pipeline_model(ref: str, paths: Paths | None = None) -> ModelVersion:
     if teacher := version.meta.get("config", {}).get("distill", {}).get("teacher"): return pipeline_model(teacher, paths)
     return version
 
+# %% ../nbs/06c_bench_serve.ipynb #c522f9e0
 def bench_titles(paths: Paths | None = None, n: int = 2000) -> list[str]:
     "Up to `n` distinct test-split titles: headlines no model was trained on."
     return list(dict.fromkeys(load_splits(paths)["test"].title))[:n]
 
-def server_counters(url: str) -> dict:
-    "From a fakenews server's /metrics: titles scored through the API, and the sum and count of titles per model call."
+# %% ../nbs/06c_bench_serve.ipynb #ab93137a
+def count_metrics(text: str) -> dict:
+    "From a fakenews server's Prometheus `text`: titles scored through the API, and the sum and count of titles per model call."
     from prometheus_client.parser import text_string_to_metric_families
     c = Tally()
-    for family in text_string_to_metric_families(requests.get(f"{url}/metrics", timeout=10).text):
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "fakenews_predictions_total" and s.labels.get("source") == "api": c["scored"] += s.value
             elif s.name in ("fakenews_batch_titles_sum", "fakenews_batch_titles_count"): c[s.name.rsplit("_", 1)[1]] += s.value
     return dict(c)
 
+# %% ../nbs/06c_bench_serve.ipynb #231892d2
+def server_counters(url: str) -> dict:
+    "From a fakenews server's /metrics: titles scored through the API, and the sum and count of titles per model call."
+    return count_metrics(requests.get(f"{url}/metrics", timeout=10).text)
+
+# %% ../nbs/06c_bench_serve.ipynb #a1fd20d7
 def settled_counters(url: str, quiet: float = 0.5, timeout: float = 30) -> dict:
     "`server_counters` once they stop moving for `quiet` seconds: requests wrk left in flight when it stopped are scored too."
     now, deadline = server_counters(url), time.monotonic() + timeout
@@ -188,20 +230,69 @@ def settled_counters(url: str, quiet: float = 0.5, timeout: float = 30) -> dict:
         now = then
     return now
 
+# %% ../nbs/06c_bench_serve.ipynb #caee7b9e
+def measure_server(cmd: list[str], port: int, script: str | os.PathLike, connections: tuple[int, ...], seconds: float = 10,
+                   warmup: float = 1, counters: bool = False) -> tuple[list[dict], dict]:
+    "Serve `cmd` on `port`, warm it up, then a `run_wrk` point per count; with `counters`, titles per call and the settled counts."
+    points, counts = [], {}
+    with server_process(cmd, port) as (url, _):
+        run_wrk(url, script, max(connections), warmup)
+        for c in connections:
+            before = server_counters(url) if counters else {}
+            point = run_wrk(url, script, c, seconds)
+            if counters:
+                after = server_counters(url)
+                point["titles/call"] = (after["sum"] - before["sum"]) / max(1, after["count"] - before["count"])
+            points.append(point)
+        if counters: counts = settled_counters(url)
+    return points, counts
+
+# %% ../nbs/06c_bench_serve.ipynb #4bf05eb3
+def add_ratios(table: pd.DataFrame, anchors: tuple[str, ...] = ("pipeline", "constant")) -> pd.DataFrame:
+    "`table` with each row's requests/s over the pipeline's (`x pipeline`) and the constant's (`% of ceiling`) at its connections."
+    for anchor, col in (("pipeline", "x pipeline"), ("constant", "% of ceiling")):
+        if anchor in anchors:
+            base = table[table.server == anchor].set_index("connections")["req/s"]
+            table[col] = table["req/s"] / table.connections.map(base) * (100 if anchor == "constant" else 1)
+    return table
+
+# %% ../nbs/06c_bench_serve.ipynb #89882ae9
+def title_latencies(predictor: Predictor, titles: list[str], n: int = 200) -> np.ndarray:
+    "Seconds `predictor` takes for each of `n` single-title calls, cycling through `titles`."
+    times = []
+    for t in (titles * (1 + n // len(titles)))[:n]:
+        start = time.perf_counter(); predictor.predict_proba([t]); times.append(time.perf_counter() - start)
+    return np.array(times)
+
+# %% ../nbs/06c_bench_serve.ipynb #3c7021b6
+def batch_rate(predictor: Predictor, titles: list[str], batch: int = 32) -> float:
+    "Titles per second `predictor` scores in calls of `batch` titles, over the first 20 batches of `titles` at most."
+    chunks = [titles[i:i + batch] for i in range(0, min(len(titles), 20 * batch), batch)]
+    start = time.perf_counter()
+    for chunk in chunks: predictor.predict_proba(chunk)
+    return sum(map(len, chunks)) / (time.perf_counter() - start)
+
+# %% ../nbs/06c_bench_serve.ipynb #7cdd6c7d
 def model_alone(ref: str, paths: Paths | None, titles: list[str], n: int = 200, batch: int = 32) -> dict:
     "The served model without a server, in this process on one thread: single-title p50/p95 ms over `n` titles, titles/s at `batch`."
     predictor = Predictor.load(ref, paths, threads=1)
     predictor.predict_proba(titles[:batch])  # warm-up
-    times = []
-    for t in (titles * (1 + n // len(titles)))[:n]:
-        start = time.perf_counter(); predictor.predict_proba([t]); times.append(time.perf_counter() - start)
-    chunks = [titles[i:i + batch] for i in range(0, min(len(titles), 20 * batch), batch)]
-    start = time.perf_counter()
-    for chunk in chunks: predictor.predict_proba(chunk)
+    times = title_latencies(predictor, titles, n)
     return {"model p50 ms": float(np.percentile(times, 50) * 1e3), "model p95 ms": float(np.percentile(times, 95) * 1e3),
-            f"model titles/s at batch {batch}": sum(map(len, chunks)) / (time.perf_counter() - start)}
+            f"model titles/s at batch {batch}": batch_rate(predictor, titles, batch)}
 
-# %% ../nbs/06c_bench_serve.ipynb #bf80b129
+# %% ../nbs/06c_bench_serve.ipynb #5a805f73
+def server_command(name: str, # `fakenews`, `pipeline` or `constant`
+                   port: int,
+                   ref: str, # the version fakenews serves
+                   source: str | os.PathLike, # the model folder the pipeline anchor loads
+                   home: str | os.PathLike, db_url: str, settings: dict | None = None) -> list[str]:
+    "The command line of benchmark server `name` on `port`: `fakenews_command` or `anchor_command`."
+    if name == "fakenews": return fakenews_command(ref, port, home, db_url, settings)
+    if name in ("pipeline", "constant"): return anchor_command(name, source if name == "pipeline" else None, port)
+    raise ValueError(f"unknown server {name!r}: fakenews, pipeline or constant")
+
+# %% ../nbs/06c_bench_serve.ipynb #ccb7edab
 def bench_serve(ref: str = "serving", # the registry reference fakenews serves
                 connections: tuple[int, ...] = (1, 8, 32, 64), # wrk connections, one point each
                 seconds: float = 10, # per point
@@ -218,35 +309,21 @@ def bench_serve(ref: str = "serving", # the registry reference fakenews serves
     rows, counts = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         script, db_url = wrk_script(titles, Path(tmp) / "predict.lua"), f"sqlite:///{tmp}/log.db"
-        commands = {"fakenews": lambda port: fakenews_command(version.ref, port, paths.home, db_url, settings),
-                    "pipeline": lambda port: anchor_command("pipeline", source.path, port),
-                    "constant": lambda port: anchor_command("constant", None, port)}
         for name in ("fakenews", *anchors):
             port = free_port()
             log.info(f"{name}: {connections} connections, {seconds:g} s each")
-            with server_process(commands[name](port), port) as (url, _):
-                run_wrk(url, script, max(connections), warmup)
-                for c in connections:
-                    before = server_counters(url) if name == "fakenews" else {}
-                    point = run_wrk(url, script, c, seconds)
-                    if name == "fakenews":
-                        after = server_counters(url)
-                        point["titles/call"] = (after["sum"] - before["sum"]) / max(1, after["count"] - before["count"])
-                    rows.append({"server": name} | point)
-                if name == "fakenews": counts = settled_counters(url)
-            if name == "fakenews": counts["logged"] = len(read_predictions(db_url))  # the server has stopped: all stored
-    table = pd.DataFrame(rows)
+            cmd = server_command(name, port, version.ref, source.path, paths.home, db_url, settings)
+            points, got = measure_server(cmd, port, script, connections, seconds, warmup, counters=name == "fakenews")
+            rows += [{"server": name} | p for p in points]
+            if name == "fakenews": counts = got | {"logged": len(read_predictions(db_url))}  # the server has stopped: all stored
     alone = model_alone(version.ref, paths, titles) if model else {}
-    for anchor, col in (("pipeline", "x pipeline"), ("constant", "% of ceiling")):
-        if anchor in anchors:
-            base = table[table.server == anchor].set_index("connections")["req/s"]
-            table[col] = table["req/s"] / table.connections.map(base) * (100 if anchor == "constant" else 1)
+    table = add_ratios(pd.DataFrame(rows), anchors)
     table.attrs = {"model": version.ref, "pipeline model": source.ref, "seconds per point": seconds, "titles": len(titles),
                    "cpus": os.cpu_count(), "settings": settings or {}, "scored": int(counts.get("scored", 0)),
                    "logged": counts.get("logged", 0), "time": f"{datetime.now():%Y-%m-%d %H:%M}"} | alone
     return table
 
-# %% ../nbs/06c_bench_serve.ipynb #4a87ac7d
+# %% ../nbs/06c_bench_serve.ipynb #e443ea26
 WAITING = ("Condition.wait (threading.py", "Runner.run (asyncio/runners.py", "Event.wait (threading.py", "_wait_for_tstate_lock",
            "select (selectors.py", "Thread.join", "SimpleQueue.get", "Queue.get (queue.py",
            "_worker (concurrent/futures/thread.py", "WorkerThread.run (anyio")  # innermost frames of threads not on CPU (in a C wait)
@@ -268,6 +345,7 @@ PARTS = [  # (part of the server, what its frames name); the first match from th
     ("gradio", ("gradio/",)),
 ]
 
+# %% ../nbs/06c_bench_serve.ipynb #14d0711e
 def read_profile(raw: str) -> list[tuple[list[str], int]]:
     "py-spy's `--format raw` (one collapsed stack a line: frames root first, `;`-separated, then the count) as (frames, samples)."
     stacks = []
@@ -277,18 +355,21 @@ def read_profile(raw: str) -> list[tuple[list[str], int]]:
             stacks.append(([f for f in stack.split(";") if not f.startswith(("thread (", "process "))], int(count)))
     return stacks
 
-def _part(frames: list[str]) -> str:
+# %% ../nbs/06c_bench_serve.ipynb #f31085ba
+def server_part(frames: list[str]) -> str:
+    "The part of the server a sample of `frames` (root first) goes to: waiting, the first of `PARTS` from the innermost frame out, else other."
     if frames and frames[-1].startswith(WAITING): return "waiting (blocked threads, the event loop in epoll)"
     for frame in reversed(frames):
         for part, names in PARTS:
             if any(n in frame for n in names): return part
     return "other Python (fakenews and the rest)"
 
+# %% ../nbs/06c_bench_serve.ipynb #1e09bd0c
 def profile_table(stacks: list[tuple[list[str], int]], top: int = 15) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(% of the samples on CPU by part of the server, the `top` innermost frames on CPU with their self and total %); the waiting share in attrs."
     parts, own, inside, waiting = Tally(), Tally(), Tally(), 0
     for frames, n in stacks:
-        if (part := _part(frames)).startswith("waiting") or not frames: waiting += n; continue
+        if (part := server_part(frames)).startswith("waiting") or not frames: waiting += n; continue
         parts[part] += n; own[frames[-1]] += n
         for f in set(frames): inside[f] += n
     busy = sum(own.values()) or 1
@@ -298,7 +379,7 @@ def profile_table(stacks: list[tuple[list[str], int]], top: int = 15) -> tuple[p
     for t in (by_part, frames): t.attrs = {"samples": busy + waiting, "waiting % of samples": 100 * waiting / max(1, busy + waiting)}
     return by_part, frames
 
-# %% ../nbs/06c_bench_serve.ipynb #7f2d9b48
+# %% ../nbs/06c_bench_serve.ipynb #f47ab6c2
 def py_spy(pid: int, seconds: float, rate: int = 100) -> list[tuple[list[str], int]]:
     "Sample process `pid` with py-spy for `seconds` (every thread, without pausing it): its stacks."
     with tempfile.TemporaryDirectory() as tmp:
@@ -309,6 +390,7 @@ def py_spy(pid: int, seconds: float, rate: int = 100) -> list[tuple[list[str], i
         if r.returncode or not out.exists(): raise RuntimeError(f"py-spy failed: {r.stderr.strip()[-500:]}")
         return read_profile(out.read_text())
 
+# %% ../nbs/06c_bench_serve.ipynb #a64d241a
 def profile_server(ref: str = "serving", connections: int = 32, seconds: float = 10, paths: Paths | None = None,
                    settings: dict | None = None, titles: list[str] | None = None, top: int = 15) -> tuple[pd.DataFrame, pd.DataFrame]:
     "`profile_table` of a fakenews server sampled while wrk drives it at `connections`; the wrk point in the tables' attrs."
@@ -328,6 +410,7 @@ def profile_server(ref: str = "serving", connections: int = 32, seconds: float =
     for t in tables: t.attrs = {"model": resolve(ref, paths).ref, "settings": settings or {}} | t.attrs | point
     return tables
 
+# %% ../nbs/06c_bench_serve.ipynb #8c7e9768
 def save_profile(tables: tuple[pd.DataFrame, pd.DataFrame], folder: str | os.PathLike, name: str) -> list[Path]:
     "Write a profile's two tables as `<name>-parts.csv` and `<name>-frames.csv`, and its attrs (the wrk point) as `<name>.json`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,11 @@ from .core import Config, get_logger, override
 from .registry import promote
 
 # %% auto #0
-__all__ = ['log', 'PARAMETERS', 'ExperimentError', 'config_from_parameters', 'experiment_notebook', 'kernel_config',
-           'run_notebook', 'sweep_space_file', 'load_space', 'sample_trials', 'run_sweep']
+__all__ = ['log', 'PARAMETERS', 'ExperimentError', 'config_from_parameters', 'notebook_parameters', 'experiment_notebook',
+           'kernel_config', 'run_notebook', 'sweep_space_file', 'load_space', 'sample_trials', 'trial_row',
+           'rank_trials', 'best_version', 'run_sweep']
 
-# %% ../nbs/03a_experiments.ipynb #87ab845a
+# %% ../nbs/03a_experiments.ipynb #c6b583a6
 log = get_logger(__name__)
 
 PARAMETERS = {  # notebook parameter -> config field
@@ -35,9 +36,11 @@ PARAMETERS = {  # notebook parameter -> config field
     "wandb": "train.wandb", "aliases": "train.aliases", "run_name": "train.run_name",
     "corpora": "data.corpora", "home": "home"}
 
+# %% ../nbs/03a_experiments.ipynb #fe842cc1
 class ExperimentError(Exception):
     "A run or sweep that cannot start or did not finish; the message says where to look."
 
+# %% ../nbs/03a_experiments.ipynb #cac16e73
 def config_from_parameters(params: dict) -> Config:
     "The `Config` that notebook parameters describe (None keeps the default; `overrides` lists key=value strings)."
     params = dict(params)
@@ -49,12 +52,19 @@ def config_from_parameters(params: dict) -> Config:
     try: return override(Config(), sets)
     except (KeyError, ValueError) as e: raise ExperimentError(str(e.args[0] if e.args else e)) from None
 
-# %% ../nbs/03a_experiments.ipynb #c3079758
+# %% ../nbs/03a_experiments.ipynb #0f8eccc9
 def _lookup(cfg: Config, dotted: str):
     value = cfg
     for part in dotted.split("."): value = getattr(value, part)
     return list(value) if isinstance(value, tuple) else value
 
+def notebook_parameters(params: dict, cfg: Config, run_name: str) -> dict:
+    "The parameters papermill injects: each of `params` as `cfg` typed it, the run's name, the absolute home, the overrides."
+    typed = {k: _lookup(cfg, PARAMETERS[k]) for k in params if k in PARAMETERS} | {"run_name": run_name, "home": str(cfg.paths.home)}
+    if params.get("overrides"): typed["overrides"] = list(params["overrides"])
+    return typed
+
+# %% ../nbs/03a_experiments.ipynb #cdf3c74e
 def experiment_notebook() -> Path:
     "The papermill template: `$FAKENEWS_EXPERIMENT_NOTEBOOK`, else `nbs/experiments/train.ipynb` of this checkout."
     path = Path(os.environ.get("FAKENEWS_EXPERIMENT_NOTEBOOK") or Path(fakenews.__file__).parent.parent / "nbs" / "experiments" / "train.ipynb")
@@ -62,19 +72,19 @@ def experiment_notebook() -> Path:
         raise ExperimentError(f"no experiment notebook at {path}: set FAKENEWS_EXPERIMENT_NOTEBOOK, or train with --no-notebook")
     return path
 
+# %% ../nbs/03a_experiments.ipynb #aaa26b8b
 def kernel_config():
     "Kernel settings for papermill: IPC sockets where the platform has them (no TCP port, nothing sent in plain text)."
     from traitlets.config import Config as TraitletsConfig
     return TraitletsConfig({"KernelManager": {"transport": "ipc"}} if os.name == "posix" else {})
 
+# %% ../nbs/03a_experiments.ipynb #f8e524be
 def run_notebook(params: dict, notebook: os.PathLike | None = None, progress: bool = False) -> Path:
     "Execute the experiment notebook with `params` into `runs/<run_name>/run.ipynb`; return the run folder."
     import papermill
     cfg = config_from_parameters(params)  # fail on a bad parameter before a kernel starts
     run_name = cfg.train.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
-    # The run folder is the kernel's working directory: pass the artifact root as an absolute path.
-    typed = {k: _lookup(cfg, PARAMETERS[k]) for k in params if k in PARAMETERS} | {"run_name": run_name, "home": str(cfg.paths.home)}
-    if params.get("overrides"): typed["overrides"] = list(params["overrides"])
+    typed = notebook_parameters(params, cfg, run_name)
     run_dir = cfg.paths.runs / run_name; run_dir.mkdir(parents=True, exist_ok=True)
     record = run_dir / "run.ipynb"
     try:
@@ -85,9 +95,12 @@ def run_notebook(params: dict, notebook: os.PathLike | None = None, progress: bo
         raise ExperimentError(f"the run failed ({e.ename}: {e.evalue}); the executed notebook {record} shows where") from None
     return run_dir
 
-# %% ../nbs/03a_experiments.ipynb #b3a11bc1
-def sweep_space_file() -> Path: return experiment_notebook().parent / "sweep.yaml"
+# %% ../nbs/03a_experiments.ipynb #24767ec5
+def sweep_space_file() -> Path:
+    "The sweep space beside the experiment notebook: `sweep.yaml`."
+    return experiment_notebook().parent / "sweep.yaml"
 
+# %% ../nbs/03a_experiments.ipynb #716d5a28
 def load_space(path: os.PathLike | None = None) -> dict:
     "A W&B sweep configuration, checked against the notebook's parameters."
     path = Path(path or sweep_space_file())
@@ -101,7 +114,7 @@ def load_space(path: os.PathLike | None = None) -> dict:
     if unknown: raise ExperimentError(f"{path}: unknown parameter(s) {', '.join(sorted(unknown))}")
     return space
 
-# %% ../nbs/03a_experiments.ipynb #1e3ebc16
+# %% ../nbs/03a_experiments.ipynb #caa8dbfb
 def _distribution(name: str, spec: dict):
     from scipy import stats
     if "value" in spec: return [spec["value"]]
@@ -113,6 +126,7 @@ def _distribution(name: str, spec: dict):
     raise ExperimentError(f"sweep parameter {name}: distribution {kind!r} is not supported offline "
                           "(use values, uniform, log_uniform_values or int_uniform)")
 
+# %% ../nbs/03a_experiments.ipynb #1dcf3f70
 def _plain(value):
     return value.item() if hasattr(value, "item") else value  # numpy scalars -> Python, so papermill writes literals
 
@@ -126,13 +140,28 @@ def sample_trials(space: dict, count: int, seed: int = 0) -> list[dict]:
     else: trials = list(ParameterSampler(dists, n_iter=count, random_state=seed))
     return [{k: _plain(v) for k, v in sorted(t.items())} for t in trials]
 
-# %% ../nbs/03a_experiments.ipynb #a5954703
-def _trial_row(i: int, trial: dict, run_name: str, runs: Path, error: str | None) -> dict:
+# %% ../nbs/03a_experiments.ipynb #523c8ba7
+def trial_row(i: int, trial: dict, run_name: str, runs: Path, error: str | None = None) -> dict:
+    "The sweep table's row of trial `i`: its parameters, its run's metrics (none if it failed), its version and status."
     metrics_path = runs / run_name / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() and not error else {}
     return {"trial": i, **trial, **{k: metrics.get(k) for k in ("val/loss", "test/f1", "test/acc", "steps")},
             "version": metrics.get("registered"), "run": run_name, "status": "failed: " + error if error else "ok"}
 
+# %% ../nbs/03a_experiments.ipynb #ab0dcec7
+def rank_trials(rows: list[dict], space: dict) -> pd.DataFrame:
+    "The sweep table of `rows`, best first by the space's metric and goal (default `val/loss`, minimize); failed trials last."
+    metric = space.get("metric", {}).get("name", "val/loss")
+    return pd.DataFrame(rows).sort_values(metric, ascending=space.get("metric", {}).get("goal", "minimize") == "minimize",
+                                          na_position="last").reset_index(drop=True)
+
+# %% ../nbs/03a_experiments.ipynb #25cc6794
+def best_version(table: pd.DataFrame) -> str | None:
+    "The registered version of the first trial of `table` that finished and registered one; None if none did."
+    ok = table[table.status == "ok"].dropna(subset=["version"])
+    return ok.version.iloc[0] if len(ok) else None
+
+# %% ../nbs/03a_experiments.ipynb #0fedad15
 def run_sweep(space: dict, count: int, fixed: dict | None = None, name: str | None = None, alias: str | None = "candidate",
               seed: int = 0) -> pd.DataFrame:
     "Run `count` trials of `space` (W&B agent online, local sampling offline); return the table, best first."
@@ -145,20 +174,18 @@ def run_sweep(space: dict, count: int, fixed: dict | None = None, name: str | No
         run_name = f"{name}-t{i}"
         try: run_notebook({**fixed, **trial, "run_name": run_name}); error = None
         except ExperimentError as e: error = str(e); log.warning("trial %d failed: %s", i, e)
-        rows.append(_trial_row(i, trial, run_name, cfg.paths.runs, error))
+        rows.append(trial_row(i, trial, run_name, cfg.paths.runs, error))
     if wandb_mode() == "online": _wandb_agent(space, count, cfg.train.wandb_project, run_trial)
     else:
         if space.get("method") == "bayes": log.warning("bayes search needs the W&B server; sampling at random instead")
         for i, trial in enumerate(sample_trials(space, count, seed), 1): run_trial(i, trial)
-    metric = space.get("metric", {}).get("name", "val/loss")
-    table = pd.DataFrame(rows).sort_values(metric, ascending=space.get("metric", {}).get("goal", "minimize") == "minimize",
-                                            na_position="last").reset_index(drop=True)
+    table = rank_trials(rows, space)
     cfg.paths.runs.mkdir(parents=True, exist_ok=True)
     table.to_csv(cfg.paths.runs / f"{name}.csv", index=False)
-    ok = table[table.status == "ok"].dropna(subset=["version"])
-    if alias and len(ok): promote(ok.version.iloc[0], alias, cfg.paths)
+    if alias and (best := best_version(table)) is not None: promote(best, alias, cfg.paths)
     return table
 
+# %% ../nbs/03a_experiments.ipynb #8c2d5dc2
 def _wandb_agent(space: dict, count: int, project: str, run_trial) -> None:
     "Online: W&B proposes each trial; the papermill run continues the agent's W&B run (same run id)."
     import wandb
