@@ -47,7 +47,7 @@ import uvicorn
 __all__ = ['REST_ROUTES', 'MULTIPROC_ENV', 'PREDICTION_COLUMNS', 'model_ref', 'load_predictor', 'RequestError', 'check_titles',
            'multiprocess_dir', 'ServeMetrics', 'mark_exited_dead', 'Batcher', 'Service', 'check_filename',
            'read_titles_csv', 'PredictRequest', 'Prediction', 'PredictResponse', 'body_limit', 'MetricsMiddleware',
-           'build_api', 'run_in_thread']
+           'add_error_handlers', 'add_predict_routes', 'add_operations_routes', 'build_api', 'run_in_thread']
 
 # %% ../nbs/06_serve.ipynb #05aed891
 _log = get_logger("serve")
@@ -454,7 +454,7 @@ class MetricsMiddleware:
             metrics.requests.labels(route, str(status)).inc()
             if route != "ui": metrics.latency.labels(route).observe(time.perf_counter() - start)
 
-# %% ../nbs/06_serve.ipynb #530d6810
+# %% ../nbs/06_serve.ipynb #04e27a95
 def _error(status: int, detail: str) -> JSONResponse: return JSONResponse({"detail": detail}, status_code=status)
 
 def _json(content: dict) -> Response:
@@ -469,25 +469,17 @@ def _validation_message(exc: RequestValidationError) -> str:
         parts.append(f"{loc}: {e.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
-def build_api(service: Service) -> FastAPI:
-    "The FastAPI app of `service`: REST routes, error handlers, metrics; the Gradio app is mounted by `build_app`."
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        service.start()
-        try: yield
-        finally: service.close()
-
-    app = FastAPI(title="fakenews", version=__version__, lifespan=lifespan,
-                  description="Is a news headline fake? Calibrated P(fake) from the registered model; the app is at `/`.")
-    app.state.service, app.state.config, app.state.db_url = service, service.cfg, service.db_url
-    app.state.metrics_registry = service.metrics.registry
-    app.add_middleware(MetricsMiddleware, service=service)
+def add_error_handlers(app: FastAPI, service: Service) -> None:
+    "Every refusal as `{\"detail\": \"<one sentence>\"}`: RequestError with its status, Pydantic's errors as 422, the body limit as 413."
     app.add_exception_handler(RequestError, lambda request, exc: _error(exc.status, str(exc)))
     app.add_exception_handler(RequestValidationError, lambda request, exc: _error(422, _validation_message(exc)))
     async def too_large(request, exc: HTTPException):  # the body limit, met while FastAPI reads a body: our sentence
         return _too_large(body_limit(service.limits)) if exc.status_code == 413 else await http_exception_handler(request, exc)
     app.add_exception_handler(HTTPException, too_large)
 
+# %% ../nbs/06_serve.ipynb #baf9effc
+def add_predict_routes(app: FastAPI, service: Service) -> None:
+    "`POST /predict` (one headline or a list) and `POST /predict/csv` (an uploaded CSV file), both scored by `service`."
     @app.post("/predict", response_model=PredictResponse, tags=["predict"])
     async def predict(body: PredictRequest):
         "Score one headline or a list of them."
@@ -507,6 +499,9 @@ def build_api(service: Service) -> FastAPI:
                             headers={"Content-Disposition": 'attachment; filename="predictions.csv"'})
         return {"model": service.predictor.name, "predictions": _records(frame)}
 
+# %% ../nbs/06_serve.ipynb #bd402bd6
+def add_operations_routes(app: FastAPI, service: Service) -> None:
+    "`GET /health` (liveness), `/ready` (model loaded, log writing) and `/metrics` (Prometheus)."
     @app.get("/health", tags=["operations"])
     def health() -> dict:
         "Liveness: the process answers."
@@ -523,6 +518,24 @@ def build_api(service: Service) -> FastAPI:
     def metrics() -> Response:
         "Prometheus metrics of this process."
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+# %% ../nbs/06_serve.ipynb #b61cc988
+def build_api(service: Service) -> FastAPI:
+    "The FastAPI app of `service`: REST routes, error handlers, metrics; the Gradio app is mounted by `build_app`."
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try: yield
+        finally: service.close()
+
+    app = FastAPI(title="fakenews", version=__version__, lifespan=lifespan,
+                  description="Is a news headline fake? Calibrated P(fake) from the registered model; the app is at `/`.")
+    app.state.service, app.state.config, app.state.db_url = service, service.cfg, service.db_url
+    app.state.metrics_registry = service.metrics.registry
+    app.add_middleware(MetricsMiddleware, service=service)
+    add_error_handlers(app, service)
+    add_predict_routes(app, service)
+    add_operations_routes(app, service)
     return app
 
 # %% ../nbs/06_serve.ipynb #bb81ea49
