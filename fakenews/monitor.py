@@ -26,7 +26,7 @@ from .predict import Predictor
 from .prepare import clean_title, load_splits
 
 # %% auto #0
-__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'MonitorError', 'parse_since', 'read_window',
+__all__ = ['log', 'DESCRIPTORS', 'MONITORED', 'EMBEDDING', 'PICTURE_ROWS', 'MonitorError', 'replay', 'parse_since', 'read_window',
            'write_atomic', 'text_descriptors', 'reference_frame', 'window_frame', 'script_safe', 'drift_report',
            'summarize', 'logged_model', 'monitoring_dir', 'latest_report', 'prune_reports', 'monitor_report',
            'summary_markdown', 'bench_monitor']
@@ -36,6 +36,17 @@ log = get_logger(__name__)
 
 class MonitorError(ValueError):
     "A window or reference a report cannot be made from; the message says what to do."
+
+# %% ../nbs/07_monitor.ipynb #923d330b
+def replay(log, # a `PredictionLog`, or the URL of one (opened, written and closed here)
+           predictor: Predictor, titles, model_version: str | None = None, source: str = "api") -> list[int]:
+    "Score `titles` with `predictor` and log them as the server does; return once they are stored, with their row ids."
+    from fakenews.predlog import PredictionLog
+    served = predictor.predict(list(titles))
+    rows = [{"title": r.title, "prob_fake": float(r.prob_fake), "label": r.label, "model_version": model_version or predictor.name,
+             "source": source} for r in served.itertuples()]
+    if isinstance(log, PredictionLog): return log.write(rows).result(timeout=60)
+    with PredictionLog(log) as opened: return opened.write(rows).result(timeout=60)
 
 # %% ../nbs/07_monitor.ipynb #b4b4f9fd
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

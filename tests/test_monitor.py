@@ -9,10 +9,9 @@ from conftest import FAKENEWS, tiny_config
 from prometheus_client import CollectorRegistry
 
 from fakenews.core import MonitorConfig
-from fakenews.monitor import MonitorError, latest_report, monitor_report
+from fakenews.monitor import MonitorError, latest_report, monitor_report, replay
 from fakenews.monitor_app import register_metrics
 from fakenews.predict import Predictor
-from fakenews.predlog import PredictionLog
 from fakenews.prepare import load_splits
 from fakenews.report import liar_test
 
@@ -29,14 +28,6 @@ def monitored(tmp_path_factory):
         train(cfg, progress=False)
     predictor = Predictor.load("latest", cfg.paths)
     return cfg, predictor, load_splits(cfg.paths)["test"], liar_test(cfg)
-
-
-def replay(db_url, predictor, titles, model_version=None):
-    "Serve `titles` as the app does: predict, then log them (stored when this returns)."
-    served = predictor.predict(list(titles))
-    with PredictionLog(db_url) as plog:
-        plog.write([{"title": r.title, "prob_fake": float(r.prob_fake), "label": r.label,
-                     "model_version": model_version or predictor.name, "source": "api"} for r in served.itertuples()])
 
 
 def test_drift_for_liar_not_for_held_out_titles(monitored, tmp_path):
