@@ -144,15 +144,59 @@ def _loggers(cfg: Config, run_dir: Path) -> list:
         loggers.append(wandb_logger)
     return loggers
 
-# %% ../nbs/03_train.ipynb #519d38e7
-@dataclass
-class TrainResult:
-    "What a run produced."
-    run_dir: Path
-    metrics: dict  # val/loss of the best checkpoint, test/* (per corpus too), steps, timing, confusion matrix
-    checkpoint: str  # the best checkpoint, which was tested and registered
-    version: ModelVersion | None  # the registry version, when registered
+# %% ../nbs/03_train.ipynb #93b65f84
+def _keep_history(run_dir: Path) -> None:
+    "Lightning's CSV logger starts `metrics.csv` afresh: keep the interrupted part's rows as `metrics.partN.csv`."
+    if (run_dir / "metrics.csv").is_file():
+        n = len(list(run_dir.glob("metrics.part*.csv"))) + 1
+        os.replace(run_dir / "metrics.csv", run_dir / f"metrics.part{n}.csv")
 
+# %% ../nbs/03_train.ipynb #81a6ad85
+@dataclass(repr=False)
+class _Run:
+    "A run set up to fit: its config (with its run name), folder, data, tokenizer, datamodule and module."
+    cfg: Config
+    run_dir: Path
+    splits: dict[str, pd.DataFrame]
+    manifest: dict
+    tokenizer: object
+    dm: TitleDataModule
+    module: TitleClassifier
+    resume: Path | None  # the `last.ckpt` it resumes from, if any
+
+    def __repr__(self):
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        return (f"_Run({self.run_dir.name}: {self.cfg.model.backbone} on {sizes} titles, {len(self.dm.datasets['train'])} "
+                f"training examples, {'resumes from ' + self.resume.name if self.resume else 'from scratch'})")
+
+# %% ../nbs/03_train.ipynb #524cbb4f
+def _setup_run(cfg: Config) -> _Run:
+    "Check what can fail early, name and seed the run, write its config, and build its data, datamodule and module."
+    tc = cfg.train
+    for alias in tc.aliases: check_alias(alias)  # before an hour of training, not after
+    tokenizer = load_tokenizer(cfg.model.backbone)  # a missing backbone fails before the data are prepared
+    teacher = load_model(cfg.distill.teacher, cfg.paths)[0] if cfg.distill.teacher else None  # so does a missing teacher
+    cfg = override(cfg, {"train.run_name": tc.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")})
+    run_dir = cfg.paths.runs / cfg.train.run_name; run_dir.mkdir(parents=True, exist_ok=True)
+    if tc.threads: torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+    splits, manifest = ensure_data(cfg)
+    save_config(cfg, run_dir / "config.json")
+    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed,
+                         tc.augment_attribution, tc.loss_weights)
+    model = build_classifier(cfg.model)
+    if teacher is not None and teacher.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"teacher {cfg.distill.teacher} and backbone {cfg.model.backbone} tokenise differently: distil from a teacher with the same tokenizer")
+    module = TitleClassifier(model, tc.lr, tc.weight_decay, tc.warmup_ratio, dm.corpora, teacher,
+                             cfg.distill.temperature, cfg.distill.alpha)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming %s from %s", run_dir.name, last)
+        _keep_history(run_dir)
+    dm.setup()  # the training set with its attributed copies: the step count and validation points follow its length
+    return _Run(cfg, run_dir, splits, manifest, tokenizer, dm, module, last if last.is_file() else None)
+
+# %% ../nbs/03_train.ipynb #0af6d8c2
 def _trainer(cfg: Config, run_dir: Path, n_train: int, clock: TrainClock, progress: bool) -> L.Trainer:
     tc, ckpt_dir = cfg.train, run_dir / "checkpoints"
     callbacks = [ModelCheckpoint(ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
@@ -173,91 +217,40 @@ def _trainer(cfg: Config, run_dir: Path, n_train: int, clock: TrainClock, progre
     trainer.fit_loop.epoch_loop.max_steps = tc.max_steps if tc.max_steps > 0 else tc.epochs * per_epoch
     return trainer
 
-# %% ../nbs/03_train.ipynb #a107cd33
-def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
-    "Fine-tune, test the best checkpoint and register it, as `cfg` says; resume a run that has a `last.ckpt`."
-    quiet = not (progress and sys.stderr.isatty())  # a terminal shows Lightning's notes; a log needs only progress
-    with quiet_libraries(logging.WARNING) if quiet else contextlib.nullcontext(): return _train(cfg or Config(), progress)
-
-def _train(cfg: Config, progress: bool) -> TrainResult:
-    tc = cfg.train
-    for alias in tc.aliases: check_alias(alias)  # before an hour of training, not after
-    tokenizer = load_tokenizer(cfg.model.backbone)  # a missing backbone fails before the data are prepared
-    teacher = load_model(cfg.distill.teacher, cfg.paths)[0] if cfg.distill.teacher else None  # so does a missing teacher
-    cfg = override(cfg, {"train.run_name": tc.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")})
-    run_dir = cfg.paths.runs / cfg.train.run_name; run_dir.mkdir(parents=True, exist_ok=True)
-    if tc.threads: torch.set_num_threads(tc.threads)
-    seed_everything(tc.seed)
-    splits, manifest = ensure_data(cfg)
-    save_config(cfg, run_dir / "config.json")
-    dm = TitleDataModule(splits, tokenizer, cfg.model.max_length, tc.batch_size, tc.num_workers, tc.seed,
-                         tc.augment_attribution, tc.loss_weights)
-    model = build_classifier(cfg.model)
-    if teacher is not None and teacher.config.vocab_size != model.config.vocab_size:
-        raise ValueError(f"teacher {cfg.distill.teacher} and backbone {cfg.model.backbone} tokenise differently: distil from a teacher with the same tokenizer")
-    module = TitleClassifier(model, tc.lr, tc.weight_decay, tc.warmup_ratio, dm.corpora, teacher,
-                             cfg.distill.temperature, cfg.distill.alpha)
+# %% ../nbs/03_train.ipynb #568f5ad2
+def _fit(run: _Run, progress: bool) -> tuple[L.Trainer, TrainClock]:
+    "Fit the run's module, from its `last.ckpt` when it resumes: the trainer and the clock of its training time."
     clock = TrainClock()
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming %s from %s", run_dir.name, last)
-        _keep_history(run_dir)
-    dm.setup()  # the training set with its attributed copies: the step count and validation points follow its length
-    trainer = _trainer(cfg, run_dir, len(dm.datasets["train"]), clock, progress)
+    trainer = _trainer(run.cfg, run.run_dir, len(run.dm.datasets["train"]), clock, progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen teacher, on purpose
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(run.module, datamodule=run.dm, ckpt_path=str(run.resume) if run.resume else None)
+    return trainer, clock
 
+# %% ../nbs/03_train.ipynb #25363d01
+def _test_best(run: _Run, trainer: L.Trainer, clock: TrainClock) -> tuple[str, dict, pd.DataFrame]:
+    "Test the best checkpoint (the final weights if none was validated): its path, the run's metrics, the test predictions."
     best_cb = trainer.checkpoint_callback
     if best_cb.best_model_path:
         best, val_loss = best_cb.best_model_path, float(best_cb.best_model_score)
     else:
-        trainer.validate(module, datamodule=dm, verbose=False)
-        best, val_loss = str(run_dir / "checkpoints" / "final.ckpt"), float(trainer.callback_metrics["val/loss"])
+        trainer.validate(run.module, datamodule=run.dm, verbose=False)
+        best, val_loss = str(run.run_dir / "checkpoints" / "final.ckpt"), float(trainer.callback_metrics["val/loss"])
         trainer.save_checkpoint(best)
-    trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+    trainer.test(run.module, datamodule=run.dm, ckpt_path=best, verbose=False)
     test = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
-    preds = module.test_predictions
+    preds = run.module.test_predictions
     if trainer.world_size > 1:  # DDP: the sampler repeats titles to even out the ranks' shares; score each test title once
         prob = torch.tensor(preds.prob_fake.values)
         test |= {k: float(v) for k, v in _metrics("test/")(torch.stack([1 - prob, prob], 1), torch.tensor(preds.label.values)).items()}
     matrix = confusion_matrix(preds.label, (preds.prob_fake >= 0.5).astype(int), labels=sorted(LABELS)).tolist()
-    wrong = _misclassified(trainer, module, dm, splits["valid"])
     metrics = {"val/loss": val_loss, **test, "confusion_matrix": matrix, "steps": trainer.global_step,
                "train_seconds": round(clock.seconds, 2), "train_samples": clock.samples,
                "samples_per_second": round(clock.samples / clock.seconds, 2) if clock.seconds else None,
-               "data_fingerprint": manifest["fingerprint"]}
-    version = refused = None
-    if trainer.is_global_zero:
-        wrong.to_csv(run_dir / "misclassified_valid.csv", index=False)
-        if tc.register_as:
-            predictor = Predictor(module.model, tokenizer, max_length=cfg.model.max_length)  # the tested weights, back on the CPU
-            calibration = fit_calibration(predictor, splits["valid"], splits["test"])
-            predictor.temperature = calibration["temperature"]  # what the version will serve: checks before registering use it
-            meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": val_loss, "checkpoint": best,
-                    "data_fingerprint": manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
-                    "run": str(run_dir)}
-            meta["behavioural"] = behavioural_record(predictor.predict_proba, splits["test"].title.tolist(), tc.behavioural_suite,
-                                                    canonical=clean_title)
-            log.info("%s", suite_summary(meta["behavioural"]).replace("**", ""))
-            try: version = register(module.model, tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration,
-                                    force=tc.force_aliases)
-            except GateError as e: refused, version = e, resolve(e.ref, cfg.paths)  # registered without the gated aliases
-            log.info("registered %s (val/loss %.4f, test/f1 %.4f)", version.ref, val_loss, test.get("test/f1", float("nan")))
-        metrics["registered"] = version.ref if version else None
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, tc.aliases)
-    trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
-    if refused is not None: raise refused  # after the run's records are written: the version is there, its alias is not
-    return TrainResult(run_dir, metrics, best, version)
+               "data_fingerprint": run.manifest["fingerprint"]}
+    return best, metrics, preds
 
-def _keep_history(run_dir: Path) -> None:
-    "Lightning's CSV logger starts `metrics.csv` afresh: keep the interrupted part's rows as `metrics.partN.csv`."
-    if (run_dir / "metrics.csv").is_file():
-        n = len(list(run_dir.glob("metrics.part*.csv"))) + 1
-        os.replace(run_dir / "metrics.csv", run_dir / f"metrics.part{n}.csv")
-
+# %% ../nbs/03_train.ipynb #0693f647
 def _misclassified(trainer: L.Trainer, module: TitleClassifier, dm: TitleDataModule, valid: pd.DataFrame) -> pd.DataFrame:
     "The validation titles the tested model gets wrong, most confident first."
     out = trainer.predict(module, dataloaders=dm.eval_dataloader("valid"))
@@ -270,6 +263,26 @@ def _misclassified(trainer: L.Trainer, module: TitleClassifier, dm: TitleDataMod
     frame = valid.iloc[rows][["title", "label", "corpus"]].assign(prob_fake=prob)
     frame = frame[(frame.prob_fake >= 0.5).astype(int) != frame.label]
     return frame.assign(confidence=(frame.prob_fake - 0.5).abs() * 2).sort_values("confidence", ascending=False)
+
+# %% ../nbs/03_train.ipynb #c81091be
+def _register_best(run: _Run, metrics: dict, best: str) -> tuple[ModelVersion | None, GateError | None]:
+    "Calibrate, check and register the tested model as `train.register_as`: the version (if any) and the gate's refusal (if any)."
+    cfg, tc, version, refused = run.cfg, run.cfg.train, None, None
+    if not tc.register_as: return None, None
+    predictor = Predictor(run.module.model, run.tokenizer, max_length=cfg.model.max_length)  # the tested weights, back on the CPU
+    calibration = fit_calibration(predictor, run.splits["valid"], run.splits["test"])
+    predictor.temperature = calibration["temperature"]  # what the version will serve: checks before registering use it
+    meta = {"config": config_to_dict(cfg), "metrics": metrics, "val_loss": metrics["val/loss"], "checkpoint": best,
+            "data_fingerprint": run.manifest["fingerprint"], "git_commit": git_commit(Path(fakenews.__file__).parent),
+            "run": str(run.run_dir)}
+    meta["behavioural"] = behavioural_record(predictor.predict_proba, run.splits["test"].title.tolist(), tc.behavioural_suite,
+                                            canonical=clean_title)
+    log.info("%s", suite_summary(meta["behavioural"]).replace("**", ""))
+    try: version = register(run.module.model, run.tokenizer, meta, tc.register_as, cfg.paths, tc.aliases, calibration=calibration,
+                            force=tc.force_aliases)
+    except GateError as e: refused, version = e, resolve(e.ref, cfg.paths)  # registered without the gated aliases
+    log.info("registered %s (val/loss %.4f, test/f1 %.4f)", version.ref, metrics["val/loss"], metrics.get("test/f1", float("nan")))
+    return version, refused
 
 # %% ../nbs/03_train.ipynb #3cf5746a
 def _log_wandb(run, preds: pd.DataFrame, wrong: pd.DataFrame, version: ModelVersion | None, aliases) -> None:
@@ -286,6 +299,44 @@ def _log_wandb(run, preds: pd.DataFrame, wrong: pd.DataFrame, version: ModelVers
         run.log_artifact(artifact, aliases=tags)
         if wandb_mode() == "online": run.link_artifact(artifact, f"wandb-registry-model/{version.name}", aliases=tags)
     run.finish()
+
+# %% ../nbs/03_train.ipynb #e80fe40b
+def _write_records(run: _Run, trainer: L.Trainer, metrics: dict, preds: pd.DataFrame, wrong: pd.DataFrame,
+                   version: ModelVersion | None) -> None:
+    "`metrics.json`, with the version registered; to W&B, when it logs, the confusion matrix, the mistakes and the model."
+    metrics["registered"] = version.ref if version else None
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    wandb_run = next((lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+    if wandb_run is not None: _log_wandb(wandb_run, preds, wrong, version, run.cfg.train.aliases)
+
+# %% ../nbs/03_train.ipynb #acdd74f2
+@dataclass
+class TrainResult:
+    "What a run produced."
+    run_dir: Path
+    metrics: dict  # val/loss of the best checkpoint, test/* (per corpus too), steps, timing, confusion matrix
+    checkpoint: str  # the best checkpoint, which was tested and registered
+    version: ModelVersion | None  # the registry version, when registered
+
+# %% ../nbs/03_train.ipynb #50195793
+def train(cfg: Config | None = None, progress: bool = True) -> TrainResult:
+    "Fine-tune, test the best checkpoint and register it, as `cfg` says; resume a run that has a `last.ckpt`."
+    quiet = not (progress and sys.stderr.isatty())  # a terminal shows Lightning's notes; a log needs only progress
+    with quiet_libraries(logging.WARNING) if quiet else contextlib.nullcontext(): return _train(cfg or Config(), progress)
+
+def _train(cfg: Config, progress: bool) -> TrainResult:
+    run = _setup_run(cfg)
+    trainer, clock = _fit(run, progress)
+    best, metrics, preds = _test_best(run, trainer, clock)
+    wrong = _misclassified(trainer, run.module, run.dm, run.splits["valid"])  # every DDP rank predicts its share
+    version = refused = None
+    if trainer.is_global_zero:
+        wrong.to_csv(run.run_dir / "misclassified_valid.csv", index=False)
+        version, refused = _register_best(run, metrics, best)
+        _write_records(run, trainer, metrics, preds, wrong, version)
+    trainer.strategy.barrier("registered")  # DDP: the other ranks return once metrics.json and the version exist
+    if refused is not None: raise refused  # after the run's records are written: the version is there, its alias is not
+    return TrainResult(run.run_dir, metrics, best, version)
 
 # %% ../nbs/03_train.ipynb #99ebeeb8
 def plot_history(run_dir: Path) -> Figure:
