@@ -75,13 +75,14 @@ def fit_baselines(train: pd.DataFrame, names: Sequence[str] = tuple(BASELINES)) 
         systems[name] = lambda titles, m=model: m.predict_proba(list(titles))[:, 1]
     return systems
 
-# %% ../nbs/04_evaluate.ipynb #0e66a77e
+# %% ../nbs/04_evaluate.ipynb #a508068d
 def predict_frame(systems: dict[str, Callable], data: pd.DataFrame) -> pd.DataFrame:
     "`data` with one `p_<system>` column of P(fake) per system."
     data = data.reset_index(drop=True)
     titles = data.title.tolist()
     return data.assign(**{f"p_{name}": np.asarray(fn(titles), dtype=float) for name, fn in systems.items()})
 
+# %% ../nbs/04_evaluate.ipynb #ace2ea32
 def score_table(pred: pd.DataFrame, by: str | None = "corpus", metrics=("n", "macro_f1", "accuracy", "balanced_accuracy", "auroc", "ece")) -> pd.DataFrame:
     "One row per (group, system): the scores of each `p_<system>` column, overall (`all`) and per `by` value."
     groups = [("all", pred)] + (list(pred.groupby(by, observed=True)) if by else [])
@@ -89,11 +90,12 @@ def score_table(pred: pd.DataFrame, by: str | None = "corpus", metrics=("n", "ma
             for g, part in groups for col in pred.columns if col.startswith("p_") for s in [scores(part.label, part[col])]]
     return pd.DataFrame(rows)
 
+# %% ../nbs/04_evaluate.ipynb #11e1ad15
 def wide(table: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
     "Groups as rows, systems as columns, one metric."
     return table.pivot(index="group", columns="system", values=metric).round(3)
 
-# %% ../nbs/04_evaluate.ipynb #4e623e1e
+# %% ../nbs/04_evaluate.ipynb #a9717240
 LENGTH_BINS = [0, 6, 10, 14, 1000]
 LENGTH_NAMES = ["1-6 words", "7-10 words", "11-14 words", "15+ words"]
 
@@ -102,6 +104,7 @@ def add_slices(frame: pd.DataFrame) -> pd.DataFrame:
     words = frame.title.str.split().str.len()
     return frame.assign(length=pd.cut(words, LENGTH_BINS, labels=LENGTH_NAMES), casing=frame.title.map(casing))
 
+# %% ../nbs/04_evaluate.ipynb #6110d6ab
 def slice_table(pred: pd.DataFrame, slices=("corpus", "subset", "length", "casing"), metric: str = "macro_f1") -> pd.DataFrame:
     "One row per slice value (with its size), one column per system: `metric` on that slice."
     pred = add_slices(pred)
@@ -117,6 +120,7 @@ def slice_table(pred: pd.DataFrame, slices=("corpus", "subset", "length", "casin
         parts.append(table.set_index(pd.MultiIndex.from_product([[s], table.index], names=["slice", "value"])))
     return pd.concat(parts)
 
+# %% ../nbs/04_evaluate.ipynb #bd321e2b
 def confident_mistakes(pred: pd.DataFrame, system: str, n: int = 10) -> pd.DataFrame:
     "The `n` titles `system` gets wrong with the highest confidence."
     p = pred[f"p_{system}"]
@@ -125,7 +129,7 @@ def confident_mistakes(pred: pd.DataFrame, system: str, n: int = 10) -> pd.DataF
     return (wrong.assign(confidence=confidence, label=wrong.label.map(LABELS))
                  .sort_values("confidence", ascending=False)[["title", "label", "corpus", f"p_{system}", "confidence"]].head(n))
 
-# %% ../nbs/04_evaluate.ipynb #0502e604
+# %% ../nbs/04_evaluate.ipynb #a819ce99
 CASINGS = ("upper", "title", "sentence")
 
 def casing_features(titles: Sequence[str]) -> np.ndarray:
@@ -133,6 +137,7 @@ def casing_features(titles: Sequence[str]) -> np.ndarray:
     kinds = [casing(t) for t in titles]
     return np.array([[k == c for c in CASINGS] for k in kinds], dtype=float)
 
+# %% ../nbs/04_evaluate.ipynb #750fab14
 def casing_stacker(prob_valid, valid_titles: Sequence[str], valid_labels) -> Callable:
     "A function (P(fake), titles) -> P(fake) that also weighs the titles' casing, fitted on validation data."
     def features(prob, titles):
@@ -141,7 +146,7 @@ def casing_stacker(prob_valid, valid_titles: Sequence[str], valid_labels) -> Cal
     stack = LogisticRegression(max_iter=1000).fit(features(prob_valid, valid_titles), np.asarray(valid_labels))
     return lambda prob, titles: stack.predict_proba(features(prob, titles))[:, 1]
 
-# %% ../nbs/04_evaluate.ipynb #3b8b9933
+# %% ../nbs/04_evaluate.ipynb #6879b9e0
 def corpus_splits(corpora: Sequence[str], cfg: Config) -> dict[str, dict[str, pd.DataFrame]]:
     "Each corpus prepared on its own under `reports/cross-corpus/<corpus>/`: name -> splits."
     out = {}
@@ -154,6 +159,16 @@ def corpus_splits(corpora: Sequence[str], cfg: Config) -> dict[str, dict[str, pd
             prepare_data(sub, progress=False)
         out[corpus] = load_splits(sub.paths)
     return out
+
+# %% ../nbs/04_evaluate.ipynb #cd2aa04d
+def _train_on(corpus: str, data: dict, cfg: Config, steps: int) -> Callable:
+    from fakenews.core import override
+    from fakenews.predict import Predictor
+    from fakenews.train import train
+    sub = override(cfg, {"home": str(cfg.paths.reports / "cross-corpus" / corpus), "data.corpora": corpus,
+                         "train.max_steps": steps, "train.register_as": "cross", "train.aliases": "",
+                         "train.run_name": f"cross-{corpus}", "train.wandb": False})
+    return Predictor.load(train(sub, progress=False).version.ref, sub.paths).predict_proba
 
 def cross_corpus(cfg: Config, corpora: Sequence[str] = ("isot", "fakenewsnet", "liar"),
                  systems: Sequence[str] = ("majority", "tfidf_lr_cased", "tfidf_lr_lower"), model_steps: int = 300) -> pd.DataFrame:
@@ -168,12 +183,3 @@ def cross_corpus(cfg: Config, corpora: Sequence[str] = ("isot", "fakenewsnet", "
             for row in score_table(pred, by=None).to_dict("records"):
                 rows.append({"train": source, "test": target, **{k: v for k, v in row.items() if k != "group"}})
     return pd.DataFrame(rows)
-
-def _train_on(corpus: str, data: dict, cfg: Config, steps: int) -> Callable:
-    from fakenews.core import override
-    from fakenews.predict import Predictor
-    from fakenews.train import train
-    sub = override(cfg, {"home": str(cfg.paths.reports / "cross-corpus" / corpus), "data.corpora": corpus,
-                         "train.max_steps": steps, "train.register_as": "cross", "train.aliases": "",
-                         "train.run_name": f"cross-{corpus}", "train.wandb": False})
-    return Predictor.load(train(sub, progress=False).version.ref, sub.paths).predict_proba
