@@ -51,7 +51,7 @@ def test_a_planted_int8_pickle_in_a_registry_version_does_not_run(tiny, tmp_path
     paths, v1 = tiny
     marker = tmp_path / "marker"
     _int8_folder(v1, paths.registry / "fakenews" / "v2", marker, forge_hashes)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="model-int8.pt is a pickle, which fakenews does not load"):
         Predictor.load("fakenews:v2", paths)
     assert not marker.exists(), "loading the version unpickled its weights file and ran the payload"
 
@@ -60,7 +60,7 @@ def test_a_planted_int8_pickle_in_a_model_folder_does_not_run(tiny, tmp_path):
     _, v1 = tiny
     marker = tmp_path / "marker"
     folder = _int8_folder(v1, tmp_path / "folder", marker, forge_hashes=False)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="model-int8.pt is a pickle, which fakenews does not load"):
         Predictor.load(str(folder))
     assert not marker.exists()
 
