@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .core import LABELS, Paths, get_logger
 from .evaluate import scores
+from .model import load_tokenizer
 from .predict import Predictor, version_max_length
 from .prepare import load_splits
 from .registry import ModelVersion, promote, resolve, versions
@@ -113,9 +114,9 @@ def measure_family(members: list[ModelVersion], # the teacher first
     return runs
 
 # %% ../nbs/05a_bench_infer.ipynb #c31c0b86
-def mean_tokens(predictor: Predictor, titles: list[str]) -> float:
-    "The mean number of tokens `predictor` feeds its model for one of `titles` (truncated at its maximum length)."
-    return float(np.mean([len(x) for x in predictor.tokenizer(titles, truncation=True, max_length=predictor.max_length)["input_ids"]]))
+def mean_tokens(tokenizer, max_length: int, titles: list[str]) -> float:
+    "The mean number of tokens `tokenizer` gives one of `titles`, truncated at `max_length` as the model is fed."
+    return float(np.mean([len(x) for x in tokenizer(titles, truncation=True, max_length=max_length)["input_ids"]]))
 
 # %% ../nbs/05a_bench_infer.ipynb #d8b02f35
 def _folder_mb(path: Path) -> float: return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2 ** 20
@@ -157,7 +158,7 @@ def bench_infer(teacher: str = "production", refs: list[str] | None = None, thre
     single = latency_sample(titles, latency_titles)
     gflops = matmul_gflops()
     runs = measure_family(members, titles, single, paths, threads, repeats)
-    tokens = mean_tokens(Predictor.load(members[0].ref, paths, threads=threads), titles)  # for the FLOPs of the ceiling
+    tokens = mean_tokens(load_tokenizer(str(members[0].path)), version_max_length(members[0]), titles)  # the ceiling's FLOPs: no second model load
     baseline = runs["transformers.pipeline"][1]["titles/s"]
     table = add_deltas(pd.DataFrame([bench_row(name, v, m, test, baseline, gflops, tokens) for name, (v, m) in runs.items()]))
     table.attrs.update(threads=threads, repeats=repeats, gflops=round(gflops, 1), mean_tokens=round(float(tokens), 1), titles=len(titles),
